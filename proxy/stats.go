@@ -1,0 +1,35 @@
+package proxy
+
+import "github.com/gobetween/gobetween/config"
+
+// ServerStats is GET /servers/{name}/stats, in gobetween 0.8's shape. rx is bytes
+// received from backends (sent to clients), tx bytes sent to backends.
+type ServerStats struct {
+	ActiveConnections  int64          `json:"active_connections"`
+	TotalConnections   int64          `json:"total_connections"`
+	RefusedConnections int64          `json:"refused_connections"`
+	RxTotal            uint64         `json:"rx_total"`
+	TxTotal            uint64         `json:"tx_total"`
+	RxSecond           uint64         `json:"rx_second"`
+	TxSecond           uint64         `json:"tx_second"`
+	Backends           []BackendStats `json:"backends"`
+}
+
+// BackendStats is one backend of ServerStats.
+type BackendStats struct {
+	config.Backend
+	Stats BackendCounters `json:"stats"`
+}
+
+// BackendCounters are one backend's live state and counters.
+type BackendCounters struct {
+	Live               bool   `json:"live"`
+	Discovered         bool   `json:"discovered"`
+	TotalConnections   int64  `json:"total_connections"`
+	ActiveConnections  int64  `json:"active_connections"`
+	RefusedConnections int64  `json:"refused_connections"`
+	Rx                 uint64 `json:"rx"`
+	Tx                 uint64 `json:"tx"`
+	RxSecond           uint64 `json:"rx_second"`
+	TxSecond           uint64 `json:"tx_second"`
+}
