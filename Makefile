@@ -1,0 +1,144 @@
+# gobetween — build, run, test and benchmark.
+#
+#   make run      build, start three demo backends and gobetween on :3000 (Ctrl-C stops all)
+#   make test     go vet, gofmt check, go test -race ./... (what CI runs)
+#   make bench    install HAProxy and nginx if missing, compare them with gobetween
+#
+# Every recipe is one bash script (.ONESHELL) that stops at the first failing command.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-print-directory
+
+GO      ?= go
+BIN     := bin
+PKG     := ./cmd/gobetween
+CONFIG  ?= deploy/examples/gobetween.toml
+
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH   := $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.branch=$(BRANCH)
+
+# Demo backends started by `make run`; deploy/examples/gobetween.toml points at them.
+DEMO_ADDRS := 127.0.0.1:8001 127.0.0.1:8002 127.0.0.1:8003
+
+TEST_TIMEOUT ?= 12m
+FUZZTIME     ?= 10s
+FUZZPKGS     ?= ./...
+
+BENCH_DURATION ?= 5s
+BENCH_WARMUP   ?= 1s
+BENCH_REPS     ?= 3
+BENCH_OUT      ?= e2e/bench/results/bench.json
+BENCH_FLAGS    ?=
+
+# Debian packages each target needs. The tests need only Go today; list a package
+# here and `make test` installs it on a fresh machine (CI included).
+TEST_PKGS  :=
+BENCH_PKGS := haproxy nginx libnginx-mod-stream
+
+DOCKER_IMAGE ?= gobetween:$(VERSION)
+
+.PHONY: build run test vet fmt fmt-check fuzz bench docker deps modules clean
+
+build: $(BIN)/gobetween
+
+# Always re-run go build: it is incremental and knows the Go dependencies better than make.
+$(BIN)/gobetween: FORCE
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ $(PKG)
+
+$(BIN)/demo-backend: FORCE
+	$(GO) build -trimpath -o $@ ./deploy/demo
+
+.PHONY: FORCE
+FORCE:
+
+run: $(BIN)/gobetween $(BIN)/demo-backend
+	@pids=()
+	cleanup() {
+	  # Stop exactly the demo backends this recipe started, by their PIDs.
+	  if (($${#pids[@]})); then kill "$${pids[@]}" 2>/dev/null || true; wait "$${pids[@]}" 2>/dev/null || true; fi
+	  pids=()
+	}
+	trap cleanup EXIT INT TERM
+	for addr in $(DEMO_ADDRS); do
+	  $(BIN)/demo-backend -listen "$$addr" &
+	  pids+=($$!)
+	done
+	for addr in $(DEMO_ADDRS); do
+	  host=$${addr%:*} port=$${addr##*:}
+	  for _ in $$(seq 50); do
+	    (exec 3<>"/dev/tcp/$$host/$$port") 2>/dev/null && break
+	    sleep 0.1
+	  done
+	done
+	echo "demo backends: $(DEMO_ADDRS) (PIDs $${pids[*]}); gobetween on :3000 — try: curl localhost:3000"
+	$(BIN)/gobetween -c $(CONFIG)
+
+test: modules
+	$(MAKE) deps PKGS="$(TEST_PKGS)"
+	$(GO) vet ./...
+	$(MAKE) fmt-check
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+vet:
+	$(GO) vet ./...
+
+# Go files of the repository, testdata excluded (it may hold deliberately bad input).
+GOFILES = find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -print0
+
+fmt:
+	$(GOFILES) | xargs -0 -r gofmt -w
+
+fmt-check:
+	@bad=$$($(GOFILES) | xargs -0 -r gofmt -l)
+	if [[ -n "$$bad" ]]; then
+	  echo "gofmt needed (run 'make fmt'):"; echo "$$bad"; exit 1
+	fi
+
+# Runs every Fuzz* target of the packages in FUZZPKGS for FUZZTIME each (go test
+# -fuzz takes one target per run).
+fuzz: modules
+	@for pkg in $$($(GO) list $(FUZZPKGS)); do
+	  list=$$($(GO) test -list '^Fuzz' "$$pkg")
+	  for fz in $$(grep '^Fuzz' <<<"$$list" || true); do
+	    echo "== $$pkg $$fz ($(FUZZTIME))"
+	    $(GO) test -run '^$$' -fuzz "^$$fz$$" -fuzztime $(FUZZTIME) "$$pkg"
+	  done
+	done
+
+bench: modules $(BIN)/gobetween
+	$(MAKE) deps PKGS="$(BENCH_PKGS)"
+	mkdir -p "$$(dirname $(BENCH_OUT))"
+	$(GO) run ./e2e/bench -bin $(BIN)/gobetween -duration $(BENCH_DURATION) \
+	  -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) -out $(BENCH_OUT) $(BENCH_FLAGS)
+
+# A static binary in an image FROM scratch; the build context is only the binary
+# and the example config, not the repository.
+docker:
+	rm -rf $(BIN)/docker && mkdir -p $(BIN)/docker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(BIN)/docker/gobetween $(PKG)
+	cp deploy/examples/gobetween.toml $(BIN)/docker/gobetween.toml
+	docker build -f deploy/Dockerfile -t $(DOCKER_IMAGE) $(BIN)/docker
+
+# Installs the Debian packages in PKGS that are missing (apt-get update once, first).
+# `make test` passes TEST_PKGS, `make bench` BENCH_PKGS; `make deps PKGS="a b"` works alone.
+PKGS ?=
+deps:
+	@missing=()
+	for p in $(PKGS); do dpkg -s "$$p" >/dev/null 2>&1 || missing+=("$$p"); done
+	if (($${#missing[@]} == 0)); then exit 0; fi
+	echo "installing Debian packages: $${missing[*]}"
+	sudo=; if [[ $$(id -u) != 0 ]]; then sudo=sudo; fi
+	export DEBIAN_FRONTEND=noninteractive
+	$$sudo apt-get update -qq
+	$$sudo apt-get install -y -qq --no-install-recommends "$${missing[@]}"
+
+modules:
+	$(GO) mod download
+
+clean:
+	rm -rf $(BIN) e2e/bench/results

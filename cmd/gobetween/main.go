@@ -1,0 +1,166 @@
+// Command gobetween is an L4 (TCP, TLS, UDP) load balancer and reverse proxy.
+//
+// main parses the command line, then hands over to run, which owns the process:
+// signals, the order of start-up and the order of shutdown.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Set by the linker (see Makefile).
+var (
+	version  = "dev"
+	revision = ""
+	branch   = ""
+)
+
+// options is the parsed command line.
+type options struct {
+	command    string // "run" or "validate"
+	configPath string
+	format     string
+	env        bool
+	pidfile    string
+	strict     bool
+	version    bool
+}
+
+const usage = `gobetween — L4 load balancer
+
+Usage:
+  gobetween -c FILE [flags]            run with the config FILE
+  gobetween from-file FILE [flags]     the same
+  gobetween validate -c FILE [flags]   check a config and exit (0 = valid)
+  gobetween -v                         print the version
+
+Flags:
+  -c, --config FILE               config file
+  -f, --format toml|json          config format (default toml)
+  -e, --use-config-env-vars       substitute ${VAR} in the config from the environment
+  -p, --pidfile FILE              write the process id to FILE
+      --strict                    unknown config keys are errors, not warnings
+  -v, --version                   print the version and exit
+
+Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop accepting,
+drain open connections for drain_timeout and exit.
+`
+
+func main() {
+	args, err := argv(os.Args[1:], os.Getenv("GOBETWEEN"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gobetween:", err)
+		os.Exit(2)
+	}
+	opts, err := parseArgs(args, os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gobetween:", err)
+		os.Exit(2)
+	}
+	if opts.version {
+		fmt.Println(versionString())
+		return
+	}
+	switch opts.command {
+	case "validate":
+		os.Exit(validate(opts, os.Stdout, os.Stderr))
+	default:
+		os.Exit(run(opts))
+	}
+}
+
+func versionString() string {
+	s := "gobetween " + version
+	if revision != "" {
+		s += " (" + revision
+		if branch != "" {
+			s += ", " + branch
+		}
+		s += ")"
+	}
+	return s
+}
+
+// argv returns the arguments to parse: gobetween 0.8 let the GOBETWEEN environment
+// variable carry them as a JSON array instead of the command line.
+func argv(cmdline []string, env string) ([]string, error) {
+	if env == "" {
+		return cmdline, nil
+	}
+	if len(cmdline) > 0 {
+		return nil, errors.New("arguments given both on the command line and in GOBETWEEN")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(env), &args); err != nil {
+		return nil, fmt.Errorf("GOBETWEEN must be a JSON array of strings: %w", err)
+	}
+	return args, nil
+}
+
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	var o options
+	o.command = "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "from-file":
+			if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+				return o, errors.New("from-file needs a FILE")
+			}
+			o.configPath = args[1]
+			args = args[2:]
+		case "validate":
+			o.command = "validate"
+			args = args[1:]
+		case "help":
+			fmt.Fprint(stderr, usage)
+			return o, flag.ErrHelp
+		default:
+			return o, fmt.Errorf("unknown command %q (see gobetween --help)", args[0])
+		}
+	}
+	fs := flag.NewFlagSet("gobetween", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	for _, name := range []string{"c", "config"} {
+		fs.StringVar(&o.configPath, name, o.configPath, "config file")
+	}
+	for _, name := range []string{"f", "format"} {
+		fs.StringVar(&o.format, name, "toml", "config format")
+	}
+	for _, name := range []string{"e", "use-config-env-vars"} {
+		fs.BoolVar(&o.env, name, false, "substitute ${VAR}")
+	}
+	for _, name := range []string{"p", "pidfile"} {
+		fs.StringVar(&o.pidfile, name, "", "pid file")
+	}
+	for _, name := range []string{"v", "version"} {
+		fs.BoolVar(&o.version, name, false, "print the version")
+	}
+	fs.BoolVar(&o.strict, "strict", false, "unknown keys are errors")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if o.version {
+		return o, nil
+	}
+	if o.format != "toml" && o.format != "json" {
+		return o, fmt.Errorf("--format must be toml or json, not %q", o.format)
+	}
+	if o.configPath == "" {
+		fs.Usage()
+		return o, errors.New("no config file: use -c FILE")
+	}
+	return o, nil
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobetween/gobetween/api"
+	"github.com/gobetween/gobetween/balance"
+	"github.com/gobetween/gobetween/config"
+	"github.com/gobetween/gobetween/discovery"
+	"github.com/gobetween/gobetween/healthcheck"
+	"github.com/gobetween/gobetween/proxy"
+)
+
+// loadConfig reads and checks the config file named by opts. Warnings (unknown
+// keys) are printed to stderr; with --strict they are errors.
+func loadConfig(opts options, stderr io.Writer) (*config.Config, error) {
+	data, err := os.ReadFile(opts.configPath)
+	if err != nil {
+		return nil, err
+	}
+	cfg, warnings, err := config.Load(data, config.LoadOptions{
+		Format: opts.format,
+		Env:    opts.env,
+		Getenv: os.Getenv,
+		Strict: opts.strict,
+	})
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s (unknown key)\n", w.Error())
+	}
+	return cfg, err
+}
+
+// problemLines flattens a joined error into one line per problem.
+func problemLines(err error) []string {
+	var lines []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		lines = append(lines, e.Error())
+	}
+	walk(err)
+	return lines
+}
+
+func printProblems(w io.Writer, path string, err error) {
+	lines := problemLines(err)
+	fmt.Fprintf(w, "%s: %d problem(s):\n", path, len(lines))
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// validate is `gobetween validate`: check the config, start nothing.
+func validate(opts options, stdout, stderr io.Writer) int {
+	if _, err := loadConfig(opts, stderr); err != nil {
+		printProblems(stderr, opts.configPath, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "configuration is valid")
+	return 0
+}
+
+// newLogger builds the process logger from [logging].
+func newLogger(l config.Logging) (*slog.Logger, io.Closer, error) {
+	var out io.Writer
+	var closer io.Closer = io.NopCloser(nil)
+	switch l.Output {
+	case "", "stdout":
+		out = os.Stdout
+	case "stderr":
+		out = os.Stderr
+	default:
+		f, err := os.OpenFile(l.Output, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("logging.output: %w", err)
+		}
+		out, closer = f, f
+	}
+	hopts := &slog.HandlerOptions{Level: slogLevel(l.Level)}
+	var h slog.Handler
+	if l.Format == "json" {
+		h = slog.NewJSONHandler(out, hopts)
+	} else {
+		h = slog.NewTextHandler(out, hopts)
+	}
+	return slog.New(h), closer, nil
+}
+
+// slogLevel maps gobetween 0.8's logrus level names onto slog levels.
+func slogLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "trace", "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error", "fatal", "panic":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// run is the balancer process. It returns the exit code.
+func run(opts options) int {
+	cfg, err := loadConfig(opts, os.Stderr)
+	if err != nil {
+		printProblems(os.Stderr, opts.configPath, err)
+		return 1
+	}
+	logger, logCloser, err := newLogger(cfg.Logging)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gobetween:", err)
+		return 1
+	}
+	defer logCloser.Close()
+	logger.Info("starting", "version", version, "config", opts.configPath, "pid", os.Getpid())
+
+	if opts.pidfile != "" {
+		if err := writePidfile(opts.pidfile); err != nil {
+			logger.Error("pid file", "err", err)
+			return 1
+		}
+		defer os.Remove(opts.pidfile)
+	}
+
+	runtime := proxy.New(proxy.Options{
+		Logger:       logger.With("component", "proxy"),
+		NewDiscovery: newDiscovery(logger),
+		NewMonitor:   newMonitor(logger),
+		NewBalancer:  balance.New,
+	})
+	store := newLocalStore(runtime, logger.With("component", "store"))
+
+	// Servers that fail to start (a port in use) are logged; the rest serve.
+	ctx := context.Background()
+	if err := store.Load(ctx, cfg.Servers); err != nil {
+		for _, l := range problemLines(err) {
+			logger.Error("server did not start", "err", l)
+		}
+	}
+
+	// The HTTP side (API, metrics, profiler) lives until the data path has drained,
+	// so operators can watch a drain through the API.
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	var httpWG sync.WaitGroup
+	var cfgMu sync.Mutex // guards cfg (globals) for /dump across reloads
+	start := time.Now()
+	if cfg.Api.Enabled {
+		srv := api.NewServer(api.Options{
+			Config: cfg.Api,
+			Store:  store,
+			Stats:  runtime,
+			Defaults: func() config.ConnectionOptions {
+				cfgMu.Lock()
+				defer cfgMu.Unlock()
+				return cfg.Defaults
+			},
+			Dump: func() *config.Config {
+				cfgMu.Lock()
+				c := cfg.Clone()
+				cfgMu.Unlock()
+				c.Servers = store.Servers()
+				return c
+			},
+			Info:   api.Info{Pid: os.Getpid(), Version: version, StartTime: start, Source: api.ConfigSource{Kind: "file", Path: opts.configPath}},
+			Logger: logger.With("component", "api"),
+		})
+		serveHTTP(httpCtx, &httpWG, logger, "api", srv.Run)
+	}
+	if cfg.Metrics.Enabled {
+		h := api.NewMetricsHandler(runtime, api.BuildInfo{Version: version, Revision: revision, Branch: branch})
+		bind := cfg.Metrics.Bind
+		serveHTTP(httpCtx, &httpWG, logger, "metrics", func(ctx context.Context) error {
+			return api.Serve(ctx, bind, h, nil, logger.With("component", "metrics"))
+		})
+	}
+	if cfg.Profiler.Enabled {
+		h := api.NewProfilerHandler()
+		bind := cfg.Profiler.Bind
+		serveHTTP(httpCtx, &httpWG, logger, "profiler", func(ctx context.Context) error {
+			return api.Serve(ctx, bind, h, nil, logger.With("component", "profiler"))
+		})
+	}
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for sig := range signals {
+		if sig == syscall.SIGHUP {
+			next, err := loadConfig(opts, os.Stderr)
+			if err != nil {
+				logger.Error("reload refused: the config has problems; the running config is kept", "problems", problemLines(err))
+				continue
+			}
+			cfgMu.Lock()
+			warnRestartOnly(logger, cfg, next)
+			// Only servers and [defaults] take effect on reload; see warnRestartOnly.
+			cfg.Defaults = next.Defaults
+			cfgMu.Unlock()
+			if err := store.Load(ctx, next.Servers); err != nil {
+				for _, l := range problemLines(err) {
+					logger.Error("reload: server did not start", "err", l)
+				}
+			}
+			logger.Info("reloaded", "config", opts.configPath, "servers", len(next.Servers))
+			continue
+		}
+		logger.Info("shutting down: stop accepting, drain open connections", "signal", sig.String())
+		break
+	}
+
+	// Shutdown order: the data path first (stop accepting, drain up to each
+	// server's drain_timeout), a second signal cuts the drain short; then the HTTP
+	// listeners; then the pid file (deferred) and the log.
+	drainCtx, cancelDrain := context.WithCancel(ctx)
+	go func() {
+		if sig, ok := <-signals; ok {
+			logger.Warn("second signal: closing open connections now", "signal", sig.String())
+			cancelDrain()
+		}
+	}()
+	if err := runtime.Shutdown(drainCtx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	cancelDrain()
+	signal.Stop(signals)
+	stopHTTP()
+	httpWG.Wait()
+	logger.Info("stopped")
+	return 0
+}
+
+func serveHTTP(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, name string, run func(context.Context) error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Error(name+" listener failed; the balancer keeps serving", "err", err)
+		}
+	}()
+}
+
+// warnRestartOnly logs the sections a reload does not apply.
+func warnRestartOnly(logger *slog.Logger, cur, next *config.Config) {
+	a, b := cur.Clone(), next.Clone()
+	a.Servers, b.Servers = nil, nil
+	a.Defaults, b.Defaults = config.ConnectionOptions{}, config.ConnectionOptions{}
+	ja, _ := config.Encode(a, "json")
+	jb, _ := config.Encode(b, "json")
+	if string(ja) != string(jb) {
+		logger.Warn("reload: changes outside [servers] and [defaults] (logging, api, metrics, profiler, acme, cluster) take effect at the next restart")
+	}
+}
+
+func newDiscovery(logger *slog.Logger) func(string, config.Discovery) (proxy.Discoverer, error) {
+	registry := discovery.NewRegistry()
+	return func(server string, cfg config.Discovery) (proxy.Discoverer, error) {
+		p, err := registry.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return discovery.NewSource(cfg, p, logger.With("component", "discovery", "server", server)), nil
+	}
+}
+
+// monitor adapts healthcheck.Monitor to proxy.HealthMonitor: proxy reconfigures
+// with a config, the monitor with a config and its checker.
+type monitor struct{ *healthcheck.Monitor }
+
+func (m monitor) Reconfigure(cfg config.Healthcheck) error {
+	c, err := healthcheck.NewChecker(cfg)
+	if err != nil {
+		return err
+	}
+	m.Monitor.Reconfigure(cfg, c)
+	return nil
+}
+
+func newMonitor(logger *slog.Logger) func(string, config.Healthcheck, func(config.Target, bool)) (proxy.HealthMonitor, error) {
+	return func(server string, cfg config.Healthcheck, onChange func(config.Target, bool)) (proxy.HealthMonitor, error) {
+		c, err := healthcheck.NewChecker(cfg)
+		if err != nil {
+			return nil, err
+		}
+		l := logger.With("component", "healthcheck", "server", server)
+		return monitor{healthcheck.NewMonitor(cfg, c, l, onChange)}, nil
+	}
+}
+
+// writePidfile writes the pid, refusing when the file names a live process.
+func writePidfile(path string) error {
+	if b, err := os.ReadFile(path); err == nil {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				return fmt.Errorf("%s names process %d, which is running", path, pid)
+			}
+		}
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644)
+}
