@@ -1,0 +1,53 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// AccessRule is one parsed access rule: whether it allows, and the addresses it
+// matches (a single address is a full-length prefix).
+type AccessRule struct {
+	Allow  bool
+	Prefix netip.Prefix
+}
+
+// Matches reports whether addr falls in the rule's prefix. An IPv4-mapped IPv6
+// address matches IPv4 rules.
+func (r AccessRule) Matches(addr netip.Addr) bool {
+	return r.Prefix.Contains(addr.Unmap())
+}
+
+// ParseAccessRule parses "allow <ip|cidr>" or "deny <ip|cidr>" (IPv4 or IPv6).
+// gobetween 0.8 required exactly one space between the two words; any run of
+// blanks is accepted here.
+func ParseAccessRule(rule string) (AccessRule, error) {
+	f := strings.Fields(rule)
+	if len(f) != 2 {
+		return AccessRule{}, fmt.Errorf("rule %q is not \"allow|deny <ip or cidr>\"", rule)
+	}
+	var r AccessRule
+	switch f[0] {
+	case "allow":
+		r.Allow = true
+	case "deny":
+	default:
+		return AccessRule{}, fmt.Errorf("rule %q: action %q is not allow or deny", rule, f[0])
+	}
+	if strings.Contains(f[1], "/") {
+		p, err := netip.ParsePrefix(f[1])
+		if err != nil {
+			return AccessRule{}, fmt.Errorf("rule %q: bad cidr %q", rule, f[1])
+		}
+		r.Prefix = p.Masked()
+		return r, nil
+	}
+	a, err := netip.ParseAddr(f[1])
+	if err != nil {
+		return AccessRule{}, fmt.Errorf("rule %q: bad ip address %q", rule, f[1])
+	}
+	a = a.WithZone("").Unmap()
+	r.Prefix = netip.PrefixFrom(a, a.BitLen())
+	return r, nil
+}
