@@ -36,7 +36,7 @@ func loadConfig(opts options, stderr io.Writer) (*config.Config, error) {
 		Strict: opts.strict,
 	})
 	for _, w := range warnings {
-		fmt.Fprintf(stderr, "warning: %s (unknown key)\n", w.Error())
+		fmt.Fprintf(stderr, "warning: %s\n", w.Error())
 	}
 	return cfg, err
 }
@@ -179,7 +179,7 @@ func run(opts options) int {
 				return c
 			},
 			Info:   api.Info{Pid: os.Getpid(), Version: version, StartTime: start, Source: api.ConfigSource{Kind: "file", Path: opts.configPath}},
-			Logger: logger.With("component", "api"),
+			Logger: logger,
 		})
 		serveHTTP(httpCtx, &httpWG, logger, "api", srv.Run)
 	}
