@@ -118,6 +118,13 @@ func slogLevel(s string) slog.Level {
 
 // run is the balancer process. It returns the exit code.
 func run(opts options) int {
+	// Signals are caught before anything starts: a SIGHUP during start-up would
+	// otherwise kill the process with Go's default action. They are acted on once
+	// the node is up.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+
 	cfg, err := loadConfig(opts, os.Stderr)
 	if err != nil {
 		printProblems(os.Stderr, opts.configPath, err)
@@ -198,8 +205,6 @@ func run(opts options) int {
 		})
 	}
 
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
 			next, err := loadConfig(opts, os.Stderr)
