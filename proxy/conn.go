@@ -1,0 +1,398 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobetween/gobetween/balance"
+)
+
+const (
+	// relayChunk is how many bytes one direction moves per ReadFrom call before
+	// its counters are updated. Within a chunk the kernel splices with no copy to
+	// user space; between chunks the totals (and so rx/tx per second) move.
+	relayChunk = 1 << 20
+	// smallRelayChunk replaces relayChunk when an idle limit is set and the OS
+	// cannot report socket activity, so that a slow stream still shows progress.
+	smallRelayChunk = 64 << 10
+)
+
+// dir is a relay direction.
+type dir uint8
+
+const (
+	toBackend dir = iota // client → backend: tx
+	toClient             // backend → client: rx
+)
+
+// conn is one client connection of a server. Ownership: the accept loop creates
+// it and hands it to the goroutine running server.serve; once relaying, the two
+// pump goroutines own it together and the last one to finish ends it; an idle
+// timer, when armed, holds a reference of its own. The server's connSet holds it
+// only to force-close it (closeSockets), under the shard lock. A conn is recycled
+// through the runtime's pool when its last reference drops.
+type conn struct {
+	srv    *server
+	st     *settings
+	client net.Conn
+	req    balance.Request
+	b      *backend
+	cand   *balance.Candidate
+
+	mu          sync.Mutex // guards backendConn (until relaying), closed, timerArmed
+	backendConn net.Conn
+	closed      bool // sockets closed (or closing); no new socket may be attached
+	timerArmed  bool // the idle timer holds a reference
+	timer       *time.Timer
+
+	pumps atomic.Int32  // pump goroutines still running
+	refs  atomic.Int32  // 1 for the relay, +1 while the idle timer is armed
+	moved atomic.Uint64 // bytes relayed either way, updated per chunk
+	lr    [2]io.LimitedReader
+
+	// Idle check state, touched only by the idle timer's callback (and by
+	// armIdle before the timer starts).
+	period     time.Duration
+	lastMoved  uint64
+	lastSig    uint64
+	lastActive time.Duration
+
+	// connSet membership, guarded by shard.mu.
+	shard      *connShard
+	prev, next *conn
+}
+
+// serve runs one accepted connection to its end. It owns c: access check, pick,
+// dial with retries, then relay. The caller has reserved a server slot for c and
+// added it to s.conns.
+func (s *server) serve(c *conn) {
+	ip := clientIP(c.client)
+	c.req = balance.Request{ClientIP: ip}
+	if a := c.st.access; a != nil && !a.allows(ip) {
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("client denied by access rules", "client", ip)
+		}
+		s.endEarly(c)
+		return
+	}
+	if c.st.keepAlive {
+		if tc, ok := c.client.(*net.TCPConn); ok {
+			tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+		}
+	}
+	snap := s.pool.snap.Load()
+	if snap.balancer == nil {
+		s.refuse(c, balance.ErrNoBackends)
+		return
+	}
+	for {
+		cand, err := snap.balancer.Pick(&c.req)
+		if err != nil {
+			s.refuse(c, err)
+			return
+		}
+		b := snap.byLoad[cand.Load]
+		if b == nil {
+			// The balancer returned a candidate it was not given.
+			cand.Load.Release()
+			s.refuse(c, errForeignCandidate)
+			return
+		}
+		bc, err := b.dial(&c.st.dialer)
+		if err == nil {
+			s.relay(c, b, cand, bc)
+			return
+		}
+		cand.Load.Release()
+		b.logDialFailure(s.log, err)
+		if isLocalDialError(err) {
+			// This host is out of ports or descriptors: the backend is not at
+			// fault and another one would fail alike.
+			s.refuse(c, err)
+			return
+		}
+		b.refused.Add(1)
+		s.pool.passiveFailure(b)
+		c.req.Exclude(cand)
+		if c.req.Tries() >= balance.MaxTries {
+			s.refuse(c, errDialsFailed)
+			return
+		}
+	}
+}
+
+var (
+	errForeignCandidate = errors.New("balancer returned an unknown candidate")
+	errDialsFailed      = errors.New("every backend tried refused the connection")
+)
+
+// refuse ends a client that could not be given a backend. It logs at most one
+// refusal a second per server; the refused counter has the rest.
+func (s *server) refuse(c *conn, why error) {
+	s.refused.Add(1)
+	now := time.Now().UnixNano()
+	if last := s.lastRefusalLog.Load(); now-last >= int64(time.Second) && s.lastRefusalLog.CompareAndSwap(last, now) {
+		s.log.Warn("client refused", "client", c.req.ClientIP, "err", why)
+	}
+	s.endEarly(c)
+}
+
+// endEarly ends a connection that never relayed.
+func (s *server) endEarly(c *conn) {
+	c.closeSockets(false)
+	s.release(c)
+	s.rt.putConn(c)
+}
+
+// relay attaches the dialed backend connection bc to c and moves bytes both ways
+// until both directions are done. cand holds a reservation on b's load that the
+// relay releases when it ends.
+func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn) {
+	c.mu.Lock()
+	if c.closed {
+		// Force-closed (drain) while dialing.
+		c.mu.Unlock()
+		bc.Close()
+		cand.Load.Release()
+		s.endEarly(c)
+		return
+	}
+	c.backendConn = bc
+	c.mu.Unlock()
+
+	b.total.Add(1)
+	b.active.Add(1)
+	c.b, c.cand = b, cand
+	c.pumps.Store(2)
+	c.refs.Store(1)
+	if c.st.idle > 0 {
+		c.armIdle()
+	}
+	go c.pumpToClient()
+	c.pump(toBackend)
+}
+
+// pumpToClient is the second goroutine of a relayed connection (named so that it
+// reads well in stack dumps).
+func (c *conn) pumpToClient() { c.pump(toClient) }
+
+// pump copies one direction until EOF or an error. On EOF it forwards the
+// half-close and leaves the other direction running; on an error it closes both
+// sockets, which ends the other direction too. The last pump to return ends c.
+func (c *conn) pump(d dir) {
+	dst, src := c.backendConn, c.client
+	if d == toClient {
+		dst, src = c.client, c.backendConn
+	}
+	err := c.copy(d, dst, src)
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	} else {
+		c.closeSockets(isReset(err))
+	}
+	if c.pumps.Add(-1) == 0 {
+		c.finish()
+	}
+}
+
+// copy moves src to dst in chunks: dst.ReadFrom splices when both are TCP
+// connections, and each chunk's count goes to the counters. It returns nil at EOF
+// of src.
+func (c *conn) copy(d dir, dst, src net.Conn) error {
+	chunk := int64(relayChunk)
+	if c.st.idle > 0 && !socketActivityAvailable {
+		chunk = smallRelayChunk
+	}
+	lr := &c.lr[d]
+	rf, isRF := dst.(io.ReaderFrom)
+	for {
+		lr.R, lr.N = src, chunk
+		var n int64
+		var err error
+		if isRF {
+			n, err = rf.ReadFrom(lr)
+		} else {
+			n, err = c.srv.rt.copyBuffer(dst, lr)
+		}
+		if n > 0 {
+			c.count(d, uint64(n))
+		}
+		if err != nil {
+			return err
+		}
+		if lr.N > 0 {
+			return nil // src reached EOF before the chunk was full
+		}
+	}
+}
+
+func (c *conn) count(d dir, n uint64) {
+	c.moved.Add(n)
+	if d == toBackend {
+		c.srv.tx.Add(n)
+		c.b.tx.Add(n)
+	} else {
+		c.srv.rx.Add(n)
+		c.b.rx.Add(n)
+	}
+}
+
+// isReset reports whether err says a peer reset its connection or vanished; the
+// other peer then gets a reset too, not a clean end of stream that could pass
+// for a complete reply.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// closeSockets closes both sockets once; reset closes them with an RST. Safe
+// from any goroutine (pumps, idle timer, drain).
+func (c *conn) closeSockets(reset bool) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	cl, bc := c.client, c.backendConn
+	c.mu.Unlock()
+	if reset {
+		setLingerZero(cl)
+		setLingerZero(bc)
+	}
+	cl.Close()
+	if bc != nil {
+		bc.Close()
+	}
+}
+
+func setLingerZero(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+}
+
+// finish ends a relayed connection once both pumps are done.
+func (c *conn) finish() {
+	c.closeSockets(false)
+	c.mu.Lock()
+	timerRef := false
+	if c.timerArmed && c.timer.Stop() {
+		// Stopped before firing: its reference is ours to drop. Otherwise the
+		// callback is running and drops it when it sees closed.
+		c.timerArmed = false
+		timerRef = true
+	}
+	c.mu.Unlock()
+	c.b.active.Add(-1)
+	c.cand.Load.Release()
+	c.srv.release(c)
+	if timerRef {
+		c.unref()
+	}
+	c.unref()
+}
+
+func (c *conn) unref() {
+	if c.refs.Add(-1) == 0 {
+		c.srv.rt.putConn(c)
+	}
+}
+
+// armIdle starts the idle timer. The timer checks every quarter of the idle
+// limit whether bytes moved since the last check (chunk counts, and on Linux the
+// kernel's byte counters of both sockets, which also move inside a long splice)
+// and closes the connection once nothing moved either way for the limit. A
+// connection is closed between idle and 1.25 × idle after its last byte.
+func (c *conn) armIdle() {
+	c.period = max(c.st.idle/4, time.Millisecond)
+	c.lastActive = c.srv.rt.now()
+	c.lastMoved, c.lastSig = 0, 0
+	c.refs.Add(1)
+	c.mu.Lock()
+	c.timerArmed = true
+	if c.timer == nil {
+		c.timer = time.AfterFunc(c.period, c.idleCheck)
+	} else {
+		c.timer.Reset(c.period)
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) idleCheck() {
+	c.mu.Lock()
+	if c.closed {
+		c.timerArmed = false
+		c.mu.Unlock()
+		c.unref()
+		return
+	}
+	c.mu.Unlock()
+
+	now := c.srv.rt.now()
+	active := false
+	if m := c.moved.Load(); m != c.lastMoved {
+		c.lastMoved, active = m, true
+	}
+	if sig, ok := socketActivity(c.client, c.backendConn); ok && sig != c.lastSig {
+		c.lastSig, active = sig, true
+	}
+	if active {
+		c.lastActive = now
+	} else if now-c.lastActive >= c.st.idle {
+		c.mu.Lock()
+		c.timerArmed = false
+		c.mu.Unlock()
+		if c.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+			c.srv.log.Debug("idle connection closed", "client", c.req.ClientIP, "idle", c.st.idle)
+		}
+		c.closeSockets(false)
+		c.unref()
+		return
+	}
+
+	c.mu.Lock()
+	if c.closed {
+		c.timerArmed = false
+		c.mu.Unlock()
+		c.unref()
+		return
+	}
+	c.timer.Reset(c.period)
+	c.mu.Unlock()
+}
+
+// getConn and putConn recycle conns: a conn's fields (Request, LimitedReaders,
+// timer) cost allocations that a new connection need not pay again.
+func (r *Runtime) getConn() *conn {
+	if c, ok := r.conns.Get().(*conn); ok {
+		return c
+	}
+	return new(conn)
+}
+
+func (r *Runtime) putConn(c *conn) {
+	t := c.timer
+	*c = conn{timer: t}
+	r.conns.Put(c)
+}
+
+// copyBuffer copies with a pooled buffer, for connections that do not splice.
+func (r *Runtime) copyBuffer(dst io.Writer, src io.Reader) (int64, error) {
+	bp, _ := r.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 32<<10)
+		bp = &b
+	}
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, src, *bp)
+	r.bufs.Put(bp)
+	return n, err
+}

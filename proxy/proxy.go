@@ -1,0 +1,69 @@
+// Package proxy runs gobetween's servers: listeners, the TCP data path, the pool
+// of backends of each server (counters, candidate snapshots) and the reconciling
+// of running servers with the desired set. See DESIGN.md in this directory for
+// who owns a connection, how many goroutines it costs and how snapshots swap.
+//
+// proxy consumes discovery, health checking and balancing through the interfaces
+// and constructor functions it declares here; cmd wires the real packages, tests
+// wire in-memory twins.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/gobetween/gobetween/balance"
+	"github.com/gobetween/gobetween/config"
+)
+
+// Discoverer delivers backend lists for one server until ctx is done
+// (discovery.Source satisfies it). update may be called from any goroutine; the
+// slice is copied before Run's next call to update, so a Discoverer may reuse it.
+type Discoverer interface {
+	Run(ctx context.Context, update func([]config.Backend))
+}
+
+// HealthMonitor checks the backends of one server (healthcheck.Monitor, adapted
+// by cmd, satisfies it). proxy calls SetTargets from one goroutine at a time and
+// PassiveFailure from any connection's goroutine; the onChange callback handed to
+// NewMonitor may be called from any goroutine, also from inside SetTargets or
+// Reconfigure, and never blocks. PassiveFailure must be safe after Close.
+type HealthMonitor interface {
+	SetTargets(ts []config.Target)
+	Healthy(t config.Target) bool
+	PassiveFailure(t config.Target)
+	Reconfigure(cfg config.Healthcheck) error
+	Close()
+}
+
+// Options are the dependencies of a Runtime.
+type Options struct {
+	// Logger receives the runtime's logs; nil discards them.
+	Logger *slog.Logger
+	// NewDiscovery builds the discovery of one server. nil: servers have no backends.
+	NewDiscovery func(server string, cfg config.Discovery) (Discoverer, error)
+	// NewMonitor builds the health monitor of one server; onChange reports verdict
+	// flips. nil: every discovered backend is healthy.
+	NewMonitor func(server string, cfg config.Healthcheck, onChange func(t config.Target, healthy bool)) (HealthMonitor, error)
+	// NewBalancer builds an immutable balancer over a candidate set (balance.New).
+	// It is never called with an empty set. Required.
+	NewBalancer func(strategy string, sni *config.Sni, cands []*balance.Candidate) (balance.Balancer, error)
+}
+
+var (
+	// ErrBindFailed wraps a listen error (address in use, permission denied, …).
+	ErrBindFailed = errors.New("bind failed")
+	// ErrUnsupported marks a server feature whose runtime lands in a later issue
+	// (protocol tls or udp, TLS termination, backends_tls, sni, proxy_protocol).
+	ErrUnsupported = errors.New("not supported yet")
+	// ErrClosed is returned by Apply and Upsert after Shutdown.
+	ErrClosed = errors.New("proxy runtime is shut down")
+)
+
+// bindError keeps the listen error's text ("listen tcp :3000: bind: address
+// already in use") while errors.Is finds ErrBindFailed.
+type bindError struct{ err error }
+
+func (e *bindError) Error() string   { return e.err.Error() }
+func (e *bindError) Unwrap() []error { return []error{ErrBindFailed, e.err} }

@@ -1,0 +1,461 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobetween/gobetween/config"
+)
+
+const (
+	// statsInterval is how often bytes per second are computed.
+	statsInterval = time.Second
+	// Accept errors back off from minAcceptBackoff, doubling up to maxAcceptBackoff.
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// server is one running [servers.<name>]: its listeners, accept loops, pool and
+// counters. Fields under "guarded by Runtime.mu" change only during reconcile.
+type server struct {
+	rt   *Runtime
+	name string
+	log  *slog.Logger
+
+	settings atomic.Pointer[settings]
+	pool     *pool
+	conns    connSet
+
+	active       atomic.Int64 // slots held: connections from accept to end
+	total        atomic.Int64
+	refused      atomic.Int64
+	rx, tx       atomic.Uint64
+	rxSec, txSec atomic.Uint64
+
+	lastRefusalLog atomic.Int64 // unix nanoseconds of the last refusal logged
+
+	// Guarded by Runtime.mu.
+	cfg        config.Server // the config as applied (parts that failed keep their old value)
+	listeners  []*listener
+	discCancel context.CancelFunc
+
+	ctx      context.Context // lives until the server has drained: loop, discovery
+	cancel   context.CancelFunc
+	loopDone chan struct{}
+	discWG   sync.WaitGroup
+
+	draining atomic.Bool
+	idle     chan struct{} // closed once draining and no connection is left
+	idleOnce sync.Once
+	kill     chan struct{} // closed to end a drain at once
+	killOnce sync.Once
+	drained  chan struct{} // closed when drain has returned
+
+	lastRx, lastTx uint64 // owned by loop
+}
+
+// listener is one listening socket and its accept loop.
+type listener struct {
+	ln     net.Listener
+	done   chan struct{} // closed by close: the accept loop must stop
+	exited chan struct{} // closed by the accept loop when it returns
+	once   sync.Once
+}
+
+func (l *listener) close() {
+	l.once.Do(func() {
+		close(l.done)
+		l.ln.Close()
+	})
+}
+
+// startServer starts a server: health monitor, discovery, listener, loops. On
+// error nothing is left running.
+func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Server) (*server, error) {
+	if err := unsupported(cfg); err != nil {
+		return nil, err
+	}
+	st, err := newSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if rt.opts.NewBalancer == nil {
+		return nil, errors.New("no balancer constructor (Options.NewBalancer is nil)")
+	}
+	s := &server{
+		rt:       rt,
+		name:     name,
+		log:      rt.log.With("server", name),
+		cfg:      cfg,
+		loopDone: make(chan struct{}),
+		idle:     make(chan struct{}),
+		kill:     make(chan struct{}),
+		drained:  make(chan struct{}),
+	}
+	s.settings.Store(st)
+	s.pool = newPool(name, s.log, rt.opts.NewBalancer, cfg)
+	if rt.opts.NewMonitor != nil {
+		m, err := rt.opts.NewMonitor(name, healthcheckOf(cfg), s.pool.onHealthChange)
+		if err != nil {
+			return nil, fmt.Errorf("healthcheck: %w", err)
+		}
+		s.pool.monitor = m
+	}
+	var d Discoverer
+	if cfg.Discovery != nil && rt.opts.NewDiscovery != nil {
+		if d, err = rt.opts.NewDiscovery(name, *cfg.Discovery); err != nil {
+			s.closeMonitor()
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+	}
+	l, err := listen(ctx, cfg.Bind)
+	if err != nil {
+		s.closeMonitor()
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.loop()
+	if d != nil {
+		s.startDiscovery(d)
+	}
+	s.listeners = []*listener{l}
+	s.startAccepting(l)
+	s.log.Info("server started", "bind", l.ln.Addr().String(), "balance", cfg.Balance)
+	return s, nil
+}
+
+func healthcheckOf(cfg config.Server) config.Healthcheck {
+	if cfg.Healthcheck == nil {
+		return config.Healthcheck{Kind: "none"}
+	}
+	return *cfg.Healthcheck
+}
+
+func (s *server) closeMonitor() {
+	if s.pool.monitor != nil {
+		s.pool.monitor.Close()
+	}
+}
+
+// update changes a running server in place: settings swap atomically (new
+// connections use them, open ones keep theirs); a changed strategy rebuilds the
+// snapshot; a changed discovery restarts it, keeping the backends and their
+// counters; a changed health check is reconfigured; a changed bind or protocol
+// restarts the listener while open connections keep relaying. Each part that
+// fails keeps its old value, so the next reconcile retries it.
+func (s *server) update(ctx context.Context, cfg config.Server) error {
+	if err := unsupported(cfg); err != nil {
+		return err
+	}
+	st, err := newSettings(cfg)
+	if err != nil {
+		return err
+	}
+	old, applied := s.cfg, cfg
+	var errs []error
+	s.settings.Store(st)
+
+	if cfg.Balance != old.Balance || !(config.Server{Sni: cfg.Sni}).Equal(config.Server{Sni: old.Sni}) {
+		if err := s.pool.setStrategy(cfg.Balance, cfg.Sni); err != nil {
+			errs = append(errs, err)
+			applied.Balance, applied.Sni = old.Balance, old.Sni
+		}
+	}
+	if !(config.Server{Discovery: cfg.Discovery}).Equal(config.Server{Discovery: old.Discovery}) {
+		if err := s.restartDiscovery(cfg.Discovery); err != nil {
+			errs = append(errs, fmt.Errorf("discovery: %w", err))
+			applied.Discovery = old.Discovery
+		}
+	}
+	if s.pool.monitor != nil && !(config.Server{Healthcheck: cfg.Healthcheck}).Equal(config.Server{Healthcheck: old.Healthcheck}) {
+		if err := s.pool.monitor.Reconfigure(healthcheckOf(cfg)); err != nil {
+			errs = append(errs, fmt.Errorf("healthcheck: %w", err))
+			applied.Healthcheck = old.Healthcheck
+		}
+		s.pool.wake()
+	}
+	if cfg.Bind != old.Bind || cfg.Protocol != old.Protocol || len(s.listeners) == 0 {
+		if err := s.rebind(ctx, cfg.Bind); err != nil {
+			errs = append(errs, err)
+			applied.Bind, applied.Protocol = old.Bind, old.Protocol
+		}
+	}
+	s.cfg = applied
+	return errors.Join(errs...)
+}
+
+func (s *server) restartDiscovery(dc *config.Discovery) error {
+	var d Discoverer
+	if dc != nil && s.rt.opts.NewDiscovery != nil {
+		var err error
+		if d, err = s.rt.opts.NewDiscovery(s.name, *dc); err != nil {
+			return err
+		}
+	}
+	s.stopDiscovery()
+	if d != nil {
+		s.startDiscovery(d)
+	}
+	return nil
+}
+
+// startDiscovery runs d until the server stops or discovery restarts. Lists from
+// an older generation arriving late are dropped by pool.deliver.
+func (s *server) startDiscovery(d Discoverer) {
+	s.pool.mu.Lock()
+	s.pool.discGen++
+	gen := s.pool.discGen
+	s.pool.mu.Unlock()
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.discCancel = cancel
+	s.discWG.Add(1)
+	go func() {
+		defer s.discWG.Done()
+		d.Run(ctx, func(list []config.Backend) { s.pool.deliver(gen, list) })
+	}()
+}
+
+func (s *server) stopDiscovery() {
+	if s.discCancel == nil {
+		return
+	}
+	s.discCancel()
+	s.discCancel = nil
+	s.pool.mu.Lock()
+	s.pool.discGen++
+	s.pool.mu.Unlock()
+}
+
+func listen(ctx context.Context, bind string) (*listener, error) {
+	// Keep-alive is set per connection, by settings (see settings.keepAlive).
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", bind)
+	if err != nil {
+		return nil, &bindError{err}
+	}
+	return &listener{ln: ln, done: make(chan struct{}), exited: make(chan struct{})}, nil
+}
+
+// rebind moves the server to bind. The new socket is opened first, so there is
+// no moment without a listener; when the address is taken (by this server's own
+// socket, as when only the protocol changed, or a wildcard bind covers it) the
+// old socket is closed first, and reopened if the new bind still fails.
+func (s *server) rebind(ctx context.Context, bind string) error {
+	old := s.listeners
+	nl, err := listen(ctx, bind)
+	if err != nil && errors.Is(err, syscall.EADDRINUSE) && len(old) > 0 {
+		s.closeListeners(old)
+		old = nil
+		s.listeners = nil
+		nl, err = listen(ctx, bind)
+		if err != nil {
+			if ol, rerr := listen(ctx, s.cfg.Bind); rerr == nil {
+				s.listeners = []*listener{ol}
+				s.startAccepting(ol)
+			} else {
+				s.log.Error("server is not listening: old bind could not be reopened", "bind", s.cfg.Bind, "err", rerr)
+			}
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.closeListeners(old)
+	s.listeners = []*listener{nl}
+	s.startAccepting(nl)
+	s.log.Info("server listening", "bind", nl.ln.Addr().String())
+	return nil
+}
+
+// closeListeners closes ls and waits for their accept loops to return.
+func (s *server) closeListeners(ls []*listener) {
+	for _, l := range ls {
+		l.close()
+	}
+	for _, l := range ls {
+		<-l.exited
+	}
+}
+
+func (s *server) startAccepting(l *listener) { go s.acceptLoop(l) }
+
+// acceptLoop accepts until l is closed. Any other Accept error (EMFILE, ENFILE,
+// ECONNABORTED, ENOBUFS, …) backs off from 5 ms doubling to 1 s and retries,
+// logging at most once a second: a listener never stops silently.
+func (s *server) acceptLoop(l *listener) {
+	defer close(l.exited)
+	var backoff time.Duration
+	var lastLog time.Time
+	suppressed := 0
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				s.log.Error("listener closed unexpectedly; server stops accepting", "err", err)
+				return
+			}
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			if now := time.Now(); now.Sub(lastLog) >= maxAcceptBackoff {
+				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff, "suppressed", suppressed)
+				lastLog, suppressed = now, 0
+			} else {
+				suppressed++
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.admit(nc)
+	}
+}
+
+// admit takes a server slot for nc (max_connections) before anything else, and
+// hands nc to its own goroutine. Over the limit nc is closed at once.
+func (s *server) admit(nc net.Conn) {
+	st := s.settings.Load()
+	if !s.reserve(st.maxConns) {
+		s.refused.Add(1)
+		nc.Close()
+		return
+	}
+	s.total.Add(1)
+	c := s.rt.getConn()
+	c.srv, c.st, c.client = s, st, nc
+	s.conns.add(c)
+	go s.serve(c)
+}
+
+func (s *server) reserve(limit int64) bool {
+	if limit <= 0 {
+		s.active.Add(1)
+		return true
+	}
+	for {
+		cur := s.active.Load()
+		if cur >= limit {
+			return false
+		}
+		if s.active.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+// release gives back c's slot and membership.
+func (s *server) release(c *conn) {
+	s.conns.remove(c)
+	if s.active.Add(-1) == 0 && s.draining.Load() {
+		s.idleOnce.Do(func() { close(s.idle) })
+	}
+}
+
+// loop serialises the asynchronous work of a server: rebuilds asked for by
+// discovery and health, and the per-second rates.
+func (s *server) loop() {
+	defer close(s.loopDone)
+	t := time.NewTicker(statsInterval)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.pool.kick:
+			if err := s.pool.rebuild(); err != nil {
+				s.log.Error("backends not updated; clients are refused", "err", err)
+			}
+		case now := <-t.C:
+			elapsed := now.Sub(last)
+			last = now
+			rx, tx := s.rx.Load(), s.tx.Load()
+			s.rxSec.Store(perSecond(rx-s.lastRx, elapsed))
+			s.txSec.Store(perSecond(tx-s.lastTx, elapsed))
+			s.lastRx, s.lastTx = rx, tx
+			s.pool.tick(elapsed)
+		}
+	}
+}
+
+func (s *server) stats() ServerStats {
+	return ServerStats{
+		ActiveConnections:  s.active.Load(),
+		TotalConnections:   s.total.Load(),
+		RefusedConnections: s.refused.Load(),
+		RxTotal:            s.rx.Load(),
+		TxTotal:            s.tx.Load(),
+		RxSecond:           s.rxSec.Load(),
+		TxSecond:           s.txSec.Load(),
+		Backends:           s.pool.stats(),
+	}
+}
+
+// stopAccepting closes the listeners (new clients are refused by the kernel at
+// once) and stops discovery. Called under Runtime.mu.
+func (s *server) stopAccepting() {
+	s.closeListeners(s.listeners)
+	s.listeners = nil
+	s.stopDiscovery()
+}
+
+// drain lets open connections finish for up to drain_timeout, or until kill,
+// then closes the rest and stops the loop, discovery and health checks. Runs
+// after stopAccepting, in its own goroutine.
+func (s *server) drain() {
+	defer close(s.drained)
+	s.draining.Store(true)
+	if s.active.Load() == 0 {
+		s.idleOnce.Do(func() { close(s.idle) })
+	}
+	if d := s.settings.Load().drain; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-s.idle:
+		case <-t.C:
+		case <-s.kill:
+		}
+		t.Stop()
+	}
+	if n := s.active.Load(); n > 0 {
+		s.log.Info("closing connections left after drain", "connections", n)
+		s.conns.each(func(c *conn) { c.closeSockets(false) })
+		// Closed connections end promptly; one still dialing ends within its dial timeout.
+		select {
+		case <-s.idle:
+		case <-s.kill:
+		}
+	}
+	s.cancel()
+	<-s.loopDone
+	discDone := make(chan struct{})
+	go func() {
+		s.discWG.Wait()
+		close(discDone)
+	}()
+	select {
+	case <-discDone:
+	case <-s.kill:
+	}
+	s.closeMonitor()
+	s.log.Info("server stopped")
+}
+
+func (s *server) forceClose() { s.killOnce.Do(func() { close(s.kill) }) }
