@@ -22,8 +22,8 @@ import (
 // outlives candidate sets and discovery restarts, so its load and counters are
 // continuous while discovery keeps reporting it.
 type backend struct {
-	key    string         // host:port
-	target config.Target  // immutable: the key's host and port
+	key    string        // host:port
+	target config.Target // immutable: the key's host and port
 	load   balance.Load
 
 	total   atomic.Int64
