@@ -49,6 +49,9 @@ var (
 	ErrExists   = errors.New("server already exists") // 409
 	ErrNotFound = errors.New("server not found")      // 404
 	ErrConflict = errors.New("conflict")              // 409, e.g. a port in use
+	// ErrUnsupported: a valid definition this node cannot run (422), e.g. a
+	// feature whose runtime is not built in.
+	ErrUnsupported = errors.New("unsupported")
 )
 
 // StatsSource gives the live counters of the servers running on this node. It must be

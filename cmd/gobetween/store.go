@@ -104,6 +104,9 @@ func (s *localStore) CreateServer(ctx context.Context, name string, srv config.S
 	}
 	if err := s.rt.Upsert(ctx, name, srv); err != nil {
 		s.rt.Remove(name)
+		if errors.Is(err, proxy.ErrUnsupported) {
+			return fmt.Errorf("%w: %w", api.ErrUnsupported, err)
+		}
 		if errors.Is(err, proxy.ErrBindFailed) {
 			return fmt.Errorf("%w: %w", api.ErrConflict, err)
 		}
