@@ -48,6 +48,8 @@ func Load(data []byte, opts LoadOptions) (c *Config, warnings []Problem, err err
 		}
 		return nil, unknown, err
 	}
+	unknown = append(unknown, dropIgnored(c)...)
+	sortProblems(unknown)
 	c.ApplyDefaults()
 	ps := problems(Problems(c.Validate()))
 	if opts.Strict {
@@ -74,4 +76,29 @@ func NormalizeServer(name string, s *Server, defaults ConnectionOptions) error {
 	var ps problems
 	s.validate(name, &ps)
 	return ps.err()
+}
+
+// dropIgnored removes the sections gobetween 0.8 accepted and silently ignored
+// on a server of another protocol ([udp] on tcp or tls, [tls] on udp), so that
+// a 0.8 file still loads; each one is reported like an unknown key (a warning,
+// an error with Strict). The REST API, which 0.8 users never relied on for
+// this, rejects them through NormalizeServer.
+func dropIgnored(c *Config) []Problem {
+	var ps []Problem
+	for name, s := range c.Servers {
+		udp := s.Protocol == "udp"
+		changed := false
+		if s.Udp != nil && !udp && (s.Protocol == "" || s.Protocol == "tcp" || s.Protocol == "tls") {
+			ps = append(ps, Problem{Path: "servers." + name + ".udp", Msg: "ignored: only with protocol udp (gobetween 0.8 ignored it too)"})
+			s.Udp, changed = nil, true
+		}
+		if s.Tls != nil && udp {
+			ps = append(ps, Problem{Path: "servers." + name + ".tls", Msg: "ignored: not supported with protocol udp (gobetween 0.8 ignored it too)"})
+			s.Tls, changed = nil, true
+		}
+		if changed {
+			c.Servers[name] = s
+		}
+	}
+	return ps
 }
