@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/gobetween/gobetween/config"
+)
+
+// CommandVersion is the envelope version this release writes and understands.
+// A release that changes a command's shape bumps it; the FSM refuses versions it
+// does not know rather than guessing.
+const CommandVersion = 1
+
+// CommandType names what a Command does.
+type CommandType string
+
+// The command types of envelope version 1.
+const (
+	PutServer     CommandType = "put_server"
+	DeleteServer  CommandType = "delete_server"
+	SetOverride   CommandType = "set_override"
+	ClearOverride CommandType = "clear_override"
+)
+
+// Origins of a server definition.
+const (
+	OriginConfig = "config" // a node's config source, upserted at start and on reload
+	OriginAPI    = "api"    // the REST API
+)
+
+// Override actions. Enabling a backend clears its override.
+const (
+	ActionDrain   = "drain"
+	ActionDisable = "disable"
+)
+
+// Command is the typed, versioned envelope stored in the Raft log, JSON-encoded.
+// Everything that varies between nodes (the time, defaults) is resolved by the
+// proposer before the command enters the log, so applying it is deterministic.
+type Command struct {
+	Version    int            `json:"v"`
+	Type       CommandType    `json:"type"`
+	Name       string         `json:"name"`
+	Server     *config.Server `json:"server,omitempty"`      // put_server: the normalised definition
+	Origin     string         `json:"origin,omitempty"`      // put_server: OriginConfig or OriginAPI
+	IfRevision uint64         `json:"if_revision,omitempty"` // put/delete: only if the server's revision equals this; 0 = any
+	IfAbsent   bool           `json:"if_absent,omitempty"`   // put: only if no server has the name
+	Backend    string         `json:"backend,omitempty"`     // overrides: host:port
+	Action     string         `json:"action,omitempty"`      // set_override: ActionDrain or ActionDisable
+	Time       time.Time      `json:"time"`                  // set by the proposer; the FSM never reads the clock
+}
+
+// Errors of applying a command. Node.Apply wraps them with the command's context;
+// test with errors.Is.
+var (
+	ErrExists         = errors.New("a server with this name exists")
+	ErrNotFound       = errors.New("no such server")
+	ErrStale          = errors.New("revision does not match (stale If-Match)")
+	ErrOriginConflict = errors.New("the server was changed through the API; the config source does not overwrite it")
+	ErrInvalidCommand = errors.New("invalid command")
+)
+
+// Validate checks the envelope's shape: the version, the type and the fields the
+// type needs. It does not validate a server definition: that is the proposer's job
+// (config validation may change between releases; the FSM must not).
+func (c *Command) Validate() error {
+	if c.Version != CommandVersion {
+		return fmt.Errorf("%w: unsupported version %d", ErrInvalidCommand, c.Version)
+	}
+	if c.Name == "" {
+		return fmt.Errorf("%w: %s without a server name", ErrInvalidCommand, c.Type)
+	}
+	switch c.Type {
+	case PutServer:
+		if c.Server == nil {
+			return fmt.Errorf("%w: put_server without a server definition", ErrInvalidCommand)
+		}
+		if c.Origin != OriginConfig && c.Origin != OriginAPI {
+			return fmt.Errorf("%w: unknown origin %q", ErrInvalidCommand, c.Origin)
+		}
+	case DeleteServer:
+	case SetOverride:
+		if c.Action != ActionDrain && c.Action != ActionDisable {
+			return fmt.Errorf("%w: unknown override action %q (want drain or disable)", ErrInvalidCommand, c.Action)
+		}
+		if err := checkBackend(c.Backend); err != nil {
+			return err
+		}
+	case ClearOverride:
+		if err := checkBackend(c.Backend); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, c.Type)
+	}
+	return nil
+}
+
+func checkBackend(b string) error {
+	host, port, err := net.SplitHostPort(b)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("%w: backend %q is not host:port", ErrInvalidCommand, b)
+	}
+	return nil
+}
+
+// decodeCommand decodes and validates one log entry's data.
+func decodeCommand(data []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Command{}, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Command{}, err
+	}
+	return c, nil
+}

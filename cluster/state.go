@@ -1,0 +1,64 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/gobetween/gobetween/config"
+)
+
+// ServerEntry is one server of the desired state.
+type ServerEntry struct {
+	Server   config.Server `json:"server"`
+	Origin   string        `json:"origin"`   // OriginConfig or OriginAPI: who wrote it last
+	Revision uint64        `json:"revision"` // log index of the command that wrote it
+	Updated  time.Time     `json:"updated"`  // the command's time
+}
+
+// Override is an operator's override of one backend (drain or disable).
+type Override struct {
+	Action   string    `json:"action"`
+	Revision uint64    `json:"revision"`
+	Updated  time.Time `json:"updated"`
+}
+
+// State is the applied desired state. A published State is immutable: readers may
+// keep and share it (maps and all) without locks, and the FSM copies what it
+// changes. Callers must never modify a State they did not build.
+type State struct {
+	Revision  uint64                         `json:"revision"` // log index of the last applied command
+	Servers   map[string]ServerEntry         `json:"servers"`
+	Overrides map[string]map[string]Override `json:"overrides"` // server -> backend -> override
+}
+
+func emptyState() *State {
+	return &State{Servers: map[string]ServerEntry{}, Overrides: map[string]map[string]Override{}}
+}
+
+// withRevision returns a shallow copy of s at revision rev; the maps are shared,
+// which is safe because neither copy is ever mutated once published.
+func (s *State) withRevision(rev uint64) *State {
+	c := *s
+	c.Revision = rev
+	return &c
+}
+
+// withServers returns a copy of s at rev whose Servers map may be modified.
+func (s *State) withServers(rev uint64) *State {
+	c := s.withRevision(rev)
+	c.Servers = make(map[string]ServerEntry, len(s.Servers)+1)
+	for k, v := range s.Servers {
+		c.Servers[k] = v
+	}
+	return c
+}
+
+// withOverrides returns a copy of s at rev whose Overrides map may be modified
+// (the outer map only: replace an inner map, never write into a shared one).
+func (s *State) withOverrides(rev uint64) *State {
+	c := s.withRevision(rev)
+	c.Overrides = make(map[string]map[string]Override, len(s.Overrides)+1)
+	for k, v := range s.Overrides {
+		c.Overrides[k] = v
+	}
+	return c
+}
