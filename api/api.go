@@ -52,6 +52,8 @@ var (
 	// ErrUnsupported: a valid definition this node cannot run (422), e.g. a
 	// feature whose runtime is not built in.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrUnavailable: the write cannot be committed now, e.g. no Raft leader (503).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // StatsSource gives the live counters of the servers running on this node. It must be

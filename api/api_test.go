@@ -205,6 +205,7 @@ func TestCreateServer(t *testing.T) {
 		{name: "name taken", server: "web", body: valid, status: http.StatusConflict},
 		{name: "port in use", server: "new", body: valid, busy: "127.0.0.1:4000", status: http.StatusConflict},
 		{name: "store failure", server: "new", body: valid, failWith: errors.New("disk on fire"), status: http.StatusInternalServerError},
+		{name: "no leader", server: "new", body: valid, failWith: fmt.Errorf("%w: no leader", ErrUnavailable), status: http.StatusServiceUnavailable},
 		{name: "unsupported here", server: "new", body: valid, failWith: fmt.Errorf("%w: protocol udp", ErrUnsupported), status: http.StatusUnprocessableEntity},
 		{name: "body too large", server: "new", body: `{"bind":"` + strings.Repeat("x", maxBodyBytes) + `"}`, status: http.StatusRequestEntityTooLarge},
 	}

@@ -204,6 +204,8 @@ func (h *handlers) writeStoreError(w http.ResponseWriter, op, name string, err e
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, ErrUnsupported):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, ErrExists), errors.Is(err, ErrConflict):

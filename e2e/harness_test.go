@@ -112,6 +112,7 @@ type nodeOptions struct {
 	args   []string // extra flags after -c FILE
 	env    []string // extra environment, KEY=VALUE
 	useSub bool     // start as `from-file FILE` instead of `-c FILE`
+	dir    string   // run in this directory (a restart keeps its data directory); "" = a new one
 }
 
 // startNode writes cfg to a file in a fresh directory and starts gobetween on it.
@@ -126,7 +127,11 @@ func startNodeWith(t testing.TB, cfg string, o nodeOptions) *node {
 	if o.format == "" {
 		o.format = "toml"
 	}
-	n := &node{t: t, dir: t.TempDir(), done: make(chan struct{})}
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	n := &node{t: t, dir: dir, done: make(chan struct{})}
 	n.cfgPath = filepath.Join(n.dir, "gobetween."+o.format)
 	writeFile(t, n.cfgPath, cfg)
 	var args []string

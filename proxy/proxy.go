@@ -67,3 +67,20 @@ type bindError struct{ err error }
 
 func (e *bindError) Error() string   { return e.err.Error() }
 func (e *bindError) Unwrap() []error { return []error{ErrBindFailed, e.err} }
+
+// Runnable reports why this node could not start s now: a feature whose runtime
+// is not built in (wraps ErrUnsupported) or a bind address that is taken (wraps
+// ErrBindFailed). A store checks it before it commits a new server, so that a
+// definition that cannot start is refused with a reason rather than accepted and
+// left idle. The bind check is a probe: the port can still be taken between the
+// probe and the start, which the runtime then logs.
+func Runnable(ctx context.Context, s config.Server) error {
+	if err := unsupported(s); err != nil {
+		return err
+	}
+	l, err := listen(ctx, s.Bind)
+	if err != nil {
+		return err
+	}
+	return l.ln.Close()
+}

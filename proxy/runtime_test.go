@@ -478,3 +478,34 @@ func TestDiscoveryRestartKeepsCounters(t *testing.T) {
 		return len(st.Backends) == 1 && st.Backends[0].Target == b2.target()
 	})
 }
+
+func TestRunnable(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free := serverCfg([]string{"127.0.0.1:1"})
+	free.Bind = "127.0.0.1:0"
+	busy := free
+	busy.Bind = taken.Addr().String()
+	udp := free
+	udp.Protocol = "udp"
+	tests := []struct {
+		name string
+		s    config.Server
+		want error
+	}{
+		{"free", free, nil},
+		{"port in use", busy, ErrBindFailed},
+		{"unsupported", udp, ErrUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Runnable(context.Background(), tt.s)
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Runnable = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}

@@ -30,6 +30,7 @@ type options struct {
 	pidfile    string
 	strict     bool
 	version    bool
+	dataDir    string
 }
 
 const usage = `gobetween — L4 load balancer
@@ -46,6 +47,9 @@ Flags:
   -e, --use-config-env-vars       substitute ${VAR} in the config from the environment
   -p, --pidfile FILE              write the process id to FILE
       --strict                    unknown config keys are errors, not warnings
+      --data-dir DIR              where the desired state (servers created through
+                                  the API) is kept (default ./gobetween-data, or
+                                  [cluster] data_dir)
   -v, --version                   print the version and exit
 
 Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop accepting,
@@ -146,6 +150,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		fs.BoolVar(&o.version, name, false, "print the version")
 	}
 	fs.BoolVar(&o.strict, "strict", false, "unknown keys are errors")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data directory")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

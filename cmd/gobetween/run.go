@@ -16,6 +16,7 @@ import (
 
 	"github.com/gobetween/gobetween/api"
 	"github.com/gobetween/gobetween/balance"
+	"github.com/gobetween/gobetween/cluster"
 	"github.com/gobetween/gobetween/config"
 	"github.com/gobetween/gobetween/discovery"
 	"github.com/gobetween/gobetween/healthcheck"
@@ -152,13 +153,31 @@ func run(opts options) int {
 		NewMonitor:   newMonitor(logger),
 		NewBalancer:  balance.New,
 	})
-	store := newLocalStore(runtime, logger.With("component", "store"))
+
+	// The desired state lives in the Raft log in the data directory: servers
+	// created through the API survive a restart. A single node is a one-voter
+	// cluster, bootstrapped on its first start only.
+	node, err := openNode(opts, cfg, logger.With("component", "cluster"))
+	if err != nil {
+		logger.Error("cluster", "err", err)
+		return 1
+	}
+	defer func() {
+		if err := node.Close(); err != nil {
+			logger.Warn("cluster close", "err", err)
+		}
+	}()
+	ctx := context.Background()
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	follower := newFollower(node, runtime, logger.With("component", "store"))
+	followDone := make(chan struct{})
+	go func() { defer close(followDone); follower.run(followCtx) }()
+	store := &store{node: node, follower: follower, logger: logger.With("component", "store")}
 
 	// Servers that fail to start (a port in use) are logged; the rest serve.
-	ctx := context.Background()
-	if err := store.Load(ctx, cfg.Servers); err != nil {
+	if err := store.LoadFile(ctx, cfg.Servers); err != nil {
 		for _, l := range problemLines(err) {
-			logger.Error("server did not start", "err", l)
+			logger.Error("config servers", "err", l)
 		}
 	}
 
@@ -217,9 +236,9 @@ func run(opts options) int {
 			// Only servers and [defaults] take effect on reload; see warnRestartOnly.
 			cfg.Defaults = next.Defaults
 			cfgMu.Unlock()
-			if err := store.Load(ctx, next.Servers); err != nil {
+			if err := store.LoadFile(ctx, next.Servers); err != nil {
 				for _, l := range problemLines(err) {
-					logger.Error("reload: server did not start", "err", l)
+					logger.Error("reload: config servers", "err", l)
 				}
 			}
 			logger.Info("reloaded", "config", opts.configPath, "servers", len(next.Servers))
@@ -239,6 +258,8 @@ func run(opts options) int {
 			cancelDrain()
 		}
 	}()
+	stopFollowing()
+	<-followDone
 	if err := runtime.Shutdown(drainCtx); err != nil {
 		logger.Warn("shutdown", "err", err)
 	}
@@ -323,4 +344,47 @@ func writePidfile(path string) error {
 		}
 	}
 	return os.WriteFile(path, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644)
+}
+
+// openNode opens this node's member of the Raft log and waits until it leads
+// (a single node elects itself in about a second).
+func openNode(opts options, cfg *config.Config, logger *slog.Logger) (*cluster.Node, error) {
+	o := cluster.Options{DataDir: "gobetween-data", RaftBind: "127.0.0.1:0", Bootstrap: true, Logger: logger}
+	if c := cfg.Cluster; c != nil {
+		if len(c.Join) > 0 || c.BootstrapExpect > 1 {
+			return nil, errors.New("[cluster] join and bootstrap_expect > 1: multi-node clusters are not supported by this build yet; remove them to run a single node")
+		}
+		o.NodeID, o.Advertise = c.NodeID, c.Advertise
+		if c.DataDir != "" {
+			o.DataDir = c.DataDir
+		}
+		if c.RaftBind != "" {
+			o.RaftBind = c.RaftBind
+		}
+	}
+	if opts.dataDir != "" {
+		o.DataDir = opts.dataDir
+	}
+	if o.NodeID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "gobetween"
+		}
+		o.NodeID = host
+	}
+	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	node, err := cluster.Open(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", o.DataDir, err)
+	}
+	if err := node.WaitForLeader(ctx); err != nil {
+		node.Close()
+		return nil, fmt.Errorf("no leader: %w", err)
+	}
+	logger.Info("desired state loaded", "data_dir", o.DataDir, "node_id", o.NodeID, "revision", node.State().Revision, "servers", len(node.State().Servers))
+	return node, nil
 }

@@ -5,126 +5,184 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/gobetween/gobetween/api"
+	"github.com/gobetween/gobetween/cluster"
 	"github.com/gobetween/gobetween/config"
 	"github.com/gobetween/gobetween/proxy"
 )
 
-// origin says where a server definition came from.
-type origin string
-
-const (
-	originConfig origin = "config" // the config file
-	originAPI    origin = "api"    // POST /servers/{name}
-)
-
-type entry struct {
-	server config.Server
-	origin origin
+// store is the desired state as the REST API and the config file see it: the
+// Raft log of package cluster. Writes go through the log and return once the
+// proxy runtime has applied them (so a server answers as soon as its POST
+// does); reads come from the applied state. It implements api.Store.
+type store struct {
+	node     *cluster.Node
+	follower *follower
+	logger   *slog.Logger
+	loadMu   sync.Mutex // one config load at a time
 }
 
-// localStore is the desired state of a single node: the servers of the config
-// file plus those created through the API, applied to the proxy runtime. It
-// implements api.Store. Writes are serialised by mu; the data path never takes it.
-//
-// The next step replaces it with the replicated Raft log (package cluster); the
-// API sees the same api.Store either way.
-type localStore struct {
-	mu      sync.Mutex
+// follower applies every new state of the log to the proxy runtime and records
+// which revision the runtime has reached.
+type follower struct {
+	node    *cluster.Node
 	rt      *proxy.Runtime
 	logger  *slog.Logger
-	servers map[string]entry
+	mu      sync.Mutex
+	applied uint64
+	changed chan struct{} // closed and replaced after each apply
 }
 
-func newLocalStore(rt *proxy.Runtime, logger *slog.Logger) *localStore {
-	return &localStore{rt: rt, logger: logger, servers: map[string]entry{}}
+func newFollower(node *cluster.Node, rt *proxy.Runtime, logger *slog.Logger) *follower {
+	return &follower{node: node, rt: rt, logger: logger, changed: make(chan struct{})}
 }
 
-// Load makes the config file's servers the desired state: new ones start,
-// changed ones update in place, servers of an earlier file that are gone stop.
-// Servers created through the API are kept; a file server with the name of an API
-// server does not overwrite it (the conflict is logged), so no reload silently
-// undoes an API change.
-func (s *localStore) Load(ctx context.Context, file map[string]config.Server) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := make(map[string]entry, len(file))
-	for name, e := range s.servers {
-		if e.origin == originAPI {
-			next[name] = e
+// run reconciles the runtime with the log until ctx ends. The data plane never
+// waits for the control plane: a node without a leader keeps its last state.
+func (f *follower) run(ctx context.Context) {
+	ch, cancel := f.node.Subscribe()
+	defer cancel()
+	for {
+		st := f.node.State()
+		desired := make(map[string]config.Server, len(st.Servers))
+		for name, e := range st.Servers {
+			desired[name] = e.Server
+		}
+		if err := f.rt.Apply(ctx, desired); err != nil && !errors.Is(err, proxy.ErrClosed) {
+			for _, l := range problemLines(err) {
+				f.logger.Error("server did not start", "err", l)
+			}
+		}
+		f.mu.Lock()
+		f.applied = st.Revision
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
 		}
 	}
-	for name, srv := range file {
-		if e, ok := next[name]; ok && e.origin == originAPI {
-			s.logger.Warn("config file defines a server that was created through the API; the API definition is kept", "server", name)
-			continue
+}
+
+// wait returns once the runtime has applied revision rev.
+func (f *follower) wait(ctx context.Context, rev uint64) error {
+	for {
+		f.mu.Lock()
+		done, ch := f.applied >= rev, f.changed
+		f.mu.Unlock()
+		if done {
+			return nil
 		}
-		next[name] = entry{server: srv, origin: originConfig}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the proxy to apply revision %d: %w", rev, ctx.Err())
+		case <-ch:
+		}
 	}
-	desired := make(map[string]config.Server, len(next))
-	for name, e := range next {
-		desired[name] = e.server
+}
+
+// apply writes c to the log and waits for the runtime to follow.
+func (s *store) apply(ctx context.Context, c cluster.Command) (uint64, error) {
+	rev, err := s.node.Apply(ctx, c)
+	if err != nil {
+		return rev, storeError(err)
 	}
-	err := s.rt.Apply(ctx, desired)
-	s.servers = next
+	return rev, s.follower.wait(ctx, rev)
+}
+
+// storeError maps cluster errors onto the sentinels the API answers with.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrExists):
+		return fmt.Errorf("%w: %w", api.ErrExists, err)
+	case errors.Is(err, cluster.ErrNotFound):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
+	case errors.Is(err, cluster.ErrStale), errors.Is(err, cluster.ErrOriginConflict):
+		return fmt.Errorf("%w: %w", api.ErrConflict, err)
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader),
+		errors.Is(err, cluster.ErrUnavailable), errors.Is(err, cluster.ErrClosed):
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
 	return err
 }
 
 // Servers implements api.Store.
-func (s *localStore) Servers() map[string]config.Server {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]config.Server, len(s.servers))
-	for name, e := range s.servers {
-		out[name] = e.server.Clone()
+func (s *store) Servers() map[string]config.Server {
+	st := s.node.State()
+	out := make(map[string]config.Server, len(st.Servers))
+	for name, e := range st.Servers {
+		out[name] = e.Server.Clone()
 	}
 	return out
 }
 
 // Server implements api.Store.
-func (s *localStore) Server(name string) (config.Server, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.servers[name]
+func (s *store) Server(name string) (config.Server, bool) {
+	e, ok := s.node.State().Servers[name]
 	if !ok {
 		return config.Server{}, false
 	}
-	return e.server.Clone(), true
+	return e.Server.Clone(), true
 }
 
-// CreateServer implements api.Store: the server starts before the call returns,
-// and is not kept if it cannot start.
-func (s *localStore) CreateServer(ctx context.Context, name string, srv config.Server) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.servers[name]; ok {
+// CreateServer implements api.Store. A server this node could not start (a
+// feature not built in, a port in use) is refused before it reaches the log.
+func (s *store) CreateServer(ctx context.Context, name string, srv config.Server) error {
+	if _, ok := s.node.State().Servers[name]; ok {
 		return fmt.Errorf("server %q: %w", name, api.ErrExists)
 	}
-	if err := s.rt.Upsert(ctx, name, srv); err != nil {
-		s.rt.Remove(name)
+	if err := proxy.Runnable(ctx, srv); err != nil {
 		if errors.Is(err, proxy.ErrUnsupported) {
 			return fmt.Errorf("%w: %w", api.ErrUnsupported, err)
 		}
-		if errors.Is(err, proxy.ErrBindFailed) {
-			return fmt.Errorf("%w: %w", api.ErrConflict, err)
-		}
-		return err
+		return fmt.Errorf("%w: %w", api.ErrConflict, err)
 	}
-	s.servers[name] = entry{server: srv.Clone(), origin: originAPI}
-	return nil
+	_, err := s.apply(ctx, cluster.Command{
+		Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginAPI, IfAbsent: true,
+	})
+	return err
 }
 
-// DeleteServer implements api.Store: the server stops accepting at once and
-// drains its connections in the background.
-func (s *localStore) DeleteServer(ctx context.Context, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.servers[name]; !ok {
-		return fmt.Errorf("server %q: %w", name, api.ErrNotFound)
+// DeleteServer implements api.Store: the server stops accepting before the call
+// returns and drains its connections in the background.
+func (s *store) DeleteServer(ctx context.Context, name string) error {
+	_, err := s.apply(ctx, cluster.Command{Type: cluster.DeleteServer, Name: name})
+	return err
+}
+
+// LoadFile makes the config file's servers part of the desired state: each is
+// upserted (a no-op when unchanged); a server the file defined before and no
+// longer does is deleted, unless it changed since. A file server never
+// overwrites one changed through the API: the conflict is logged and the API
+// definition kept.
+func (s *store) LoadFile(ctx context.Context, file map[string]config.Server) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(file)) {
+		srv := file[name]
+		_, err := s.apply(ctx, cluster.Command{Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginConfig})
+		switch {
+		case errors.Is(err, cluster.ErrOriginConflict):
+			s.logger.Warn("the config file defines a server that was changed through the API; the API definition is kept", "server", name)
+		case err != nil:
+			errs = append(errs, fmt.Errorf("server %q: %w", name, err))
+		}
 	}
-	s.rt.Remove(name)
-	delete(s.servers, name)
-	return nil
+	for name, e := range s.node.State().Servers {
+		if _, ok := file[name]; ok || e.Origin != cluster.OriginConfig {
+			continue
+		}
+		_, err := s.apply(ctx, cluster.Command{Type: cluster.DeleteServer, Name: name, IfRevision: e.Revision})
+		if err != nil && !errors.Is(err, cluster.ErrNotFound) && !errors.Is(err, cluster.ErrStale) {
+			errs = append(errs, fmt.Errorf("server %q: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
