@@ -46,7 +46,7 @@ type conn struct {
 	b      *backend
 	cand   *balance.Candidate
 
-	mu          sync.Mutex // guards backendConn (until relaying), closed, timerArmed
+	mu          sync.Mutex // guards backendConn and b (until relaying), closed, timerArmed
 	backendConn net.Conn
 	closed      bool // sockets closed (or closing); no new socket may be attached
 	timerArmed  bool // the idle timer holds a reference
@@ -107,8 +107,17 @@ func (s *server) serve(c *conn) {
 		}
 		bc, err := b.dial(&c.st.dialer)
 		if err == nil {
-			s.relay(c, b, cand, bc)
-			return
+			if s.relay(c, b, cand, bc) {
+				return
+			}
+			// b was drained or disabled while this connection dialed it from
+			// an older snapshot: another candidate of the snapshot may do.
+			c.req.Exclude(cand)
+			if c.req.Tries() >= balance.MaxTries {
+				s.refuse(c, errDialsFailed)
+				return
+			}
+			continue
 		}
 		cand.Load.Release()
 		b.logDialFailure(s.log, err)
@@ -153,8 +162,11 @@ func (s *server) endEarly(c *conn) {
 
 // relay attaches the dialed backend connection bc to c and moves bytes both ways
 // until both directions are done. cand holds a reservation on b's load that the
-// relay releases when it ends.
-func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn) {
+// relay releases when it ends. It returns false, with bc closed and the
+// reservation released but c untouched, when b left rotation (drain, disable)
+// after the pick: checked under c.mu, where closeBackendConns reads c.b, so a
+// connection either sees the new state here or is seen and closed there.
+func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn) bool {
 	c.mu.Lock()
 	if c.closed {
 		// Force-closed (drain) while dialing.
@@ -162,14 +174,22 @@ func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn
 		bc.Close()
 		cand.Load.Release()
 		s.endEarly(c)
-		return
+		return true
+	}
+	if !b.inRotation() {
+		c.mu.Unlock()
+		bc.Close()
+		cand.Load.Release()
+		return false
 	}
 	c.backendConn = bc
-	c.mu.Unlock()
-
+	c.b, c.cand = b, cand
+	// Counted before unlocking: once a disable has walked the connections, the
+	// backend's total no longer moves.
 	b.total.Add(1)
 	b.active.Add(1)
-	c.b, c.cand = b, cand
+	c.mu.Unlock()
+
 	c.pumps.Store(2)
 	c.refs.Store(1)
 	if c.st.idle > 0 {
@@ -177,6 +197,7 @@ func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn
 	}
 	go c.pumpToClient()
 	c.pump(toBackend)
+	return true
 }
 
 // pumpToClient is the second goroutine of a relayed connection (named so that it

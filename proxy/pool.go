@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,6 +34,12 @@ type backend struct {
 	rxSec   atomic.Uint64
 	txSec   atomic.Uint64
 	lastLog atomic.Int64 // unix nanoseconds of the last dial failure logged
+
+	// admin is the backend's administrative state (stateActive, stateDrain,
+	// stateDisable). Written under pool.mu; read by a connection when it
+	// attaches to the backend, under conn.mu, so that once a drain or disable
+	// is stored no connection starts relaying to the backend.
+	admin atomic.Uint32
 
 	// Guarded by pool.mu; written only by a rebuild.
 	cfg        config.Backend
@@ -77,6 +84,37 @@ func (b *backend) logDialFailure(log *slog.Logger, err error) {
 	log.Warn("backend dial failed", "backend", b.key, "err", err)
 }
 
+// Administrative states of a backend, as stored in backend.admin.
+const (
+	stateActive uint32 = iota
+	stateDrain
+	stateDisable
+)
+
+// parseState maps an override value to a state.
+func parseState(v string) (uint32, bool) {
+	switch v {
+	case BackendDrain:
+		return stateDrain, true
+	case BackendDisable:
+		return stateDisable, true
+	}
+	return stateActive, false
+}
+
+func stateName(st uint32) string {
+	switch st {
+	case stateDrain:
+		return BackendDrain
+	case stateDisable:
+		return BackendDisable
+	}
+	return ""
+}
+
+// inRotation reports whether new connections may go to b.
+func (b *backend) inRotation() bool { return b.admin.Load() == stateActive }
+
 // snapshot is the immutable candidate set connections pick from. A rebuild
 // replaces it whole; a connection loads it once.
 type snapshot struct {
@@ -106,9 +144,13 @@ type pool struct {
 	pending    []config.Backend // the last list discovery delivered, not yet applied
 	hasPending bool
 	discGen    uint64 // the running discovery's generation; older deliveries are dropped
+	// overrides are the administrative states by host:port, also of backends
+	// discovery does not report (yet): they apply when the backend appears and
+	// stay until cleared.
+	overrides map[string]uint32
 }
 
-func newPool(server string, log *slog.Logger, nb func(string, *config.Sni, []*balance.Candidate) (balance.Balancer, error), cfg config.Server) *pool {
+func newPool(server string, log *slog.Logger, nb func(string, *config.Sni, []*balance.Candidate) (balance.Balancer, error), cfg config.Server, overrides map[string]uint32) *pool {
 	p := &pool{
 		server:      server,
 		log:         log,
@@ -117,6 +159,7 @@ func newPool(server string, log *slog.Logger, nb func(string, *config.Sni, []*ba
 		backends:    make(map[string]*backend),
 		strategy:    cfg.Balance,
 		sni:         cfg.Sni,
+		overrides:   maps.Clone(overrides),
 	}
 	p.snap.Store(emptySnapshot)
 	return p
@@ -151,6 +194,28 @@ func (p *pool) passiveFailure(b *backend) {
 	if p.monitor != nil {
 		p.monitor.PassiveFailure(b.target)
 	}
+}
+
+// setOverrides makes overrides the administrative states of the backends and,
+// when they changed, rebuilds the snapshot so that no new connection goes to a
+// drained or disabled backend. It returns the backends that became disabled:
+// their open connections are the caller's to close. On a balancer error the
+// snapshot is emptied, as by rebuild, and the error returned.
+func (p *pool) setOverrides(overrides map[string]uint32) (disabled []*backend, changed bool, err error) {
+	p.mu.Lock()
+	if maps.Equal(p.overrides, overrides) {
+		p.mu.Unlock()
+		return nil, false, nil
+	}
+	p.overrides = maps.Clone(overrides)
+	for key, b := range p.backends {
+		st := overrides[key]
+		if old := b.admin.Swap(st); st == stateDisable && old != stateDisable {
+			disabled = append(disabled, b)
+		}
+	}
+	p.mu.Unlock()
+	return disabled, true, p.rebuild()
 }
 
 // setStrategy rebuilds the snapshot with a new strategy and sni section. When
@@ -220,12 +285,14 @@ func (p *pool) build(strategy string, sni *config.Sni) (*snapshot, error) {
 		}
 		p.monitor.SetTargets(ts)
 	}
+	// Drained and disabled backends stay in the monitor's targets, so that
+	// their verdict is current when they come back into rotation.
 	live := make([]bool, len(discovered))
 	cands := make([]*balance.Candidate, 0, len(discovered))
 	byLoad := make(map[*balance.Load]*backend, len(discovered))
 	for i, b := range discovered {
 		live[i] = p.monitor == nil || p.monitor.Healthy(b.target)
-		if live[i] {
+		if live[i] && b.inRotation() {
 			cands = append(cands, balance.NewCandidate(b.cfg, &b.load))
 			byLoad[&b.load] = b
 		}
@@ -263,6 +330,7 @@ func (p *pool) applyListLocked(list []config.Backend) bool {
 		b := p.backends[key]
 		if b == nil {
 			b = newBackend(key, cb.Target)
+			b.admin.Store(p.overrides[key])
 			p.backends[key] = b
 		}
 		if !b.discovered {
@@ -330,6 +398,7 @@ func (p *pool) stats() []BackendStats {
 				Tx:                 b.tx.Load(),
 				RxSecond:           b.rxSec.Load(),
 				TxSecond:           b.txSec.Load(),
+				State:              stateName(b.admin.Load()),
 			},
 		})
 	}

@@ -49,7 +49,21 @@ type Options struct {
 	// NewBalancer builds an immutable balancer over a candidate set (balance.New).
 	// It is never called with an empty set. Required.
 	NewBalancer func(strategy string, sni *config.Sni, cands []*balance.Candidate) (balance.Balancer, error)
+	// ServersHost, when set, replaces the wildcard or empty host of a server's
+	// bind (":3000", "0.0.0.0:3000", "[::]:3000"), so that several nodes
+	// sharing one config can run on one machine (127.0.0.1, 127.0.0.2, …).
+	// A bind with a specific host is used as written.
+	ServersHost string
 }
+
+// Administrative states of a backend, the values of ApplyState's overrides and
+// of BackendCounters.State.
+const (
+	// BackendDrain: no new connections; open ones continue until they end.
+	BackendDrain = "drain"
+	// BackendDisable: no new connections; open ones are closed.
+	BackendDisable = "disable"
+)
 
 var (
 	// ErrBindFailed wraps a listen error (address in use, permission denied, …).
@@ -74,11 +88,18 @@ func (e *bindError) Unwrap() []error { return []error{ErrBindFailed, e.err} }
 // definition that cannot start is refused with a reason rather than accepted and
 // left idle. The bind check is a probe: the port can still be taken between the
 // probe and the start, which the runtime then logs.
+//
+// Runnable probes s.Bind as written; Runtime.Runnable applies the runtime's
+// Options.ServersHost first.
 func Runnable(ctx context.Context, s config.Server) error {
+	return runnable(ctx, s, s.Bind)
+}
+
+func runnable(ctx context.Context, s config.Server, bind string) error {
 	if err := unsupported(s); err != nil {
 		return err
 	}
-	l, err := listen(ctx, s.Bind)
+	l, err := listen(ctx, bind)
 	if err != nil {
 		return err
 	}

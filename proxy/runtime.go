@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ type Runtime struct {
 	servers  map[string]*server
 	draining map[*server]struct{} // removed, still draining
 	closed   bool
+	// overrides are the backend states of the last ApplyState, by server then
+	// host:port; a server that starts later (Upsert, a retried start) takes its
+	// entry.
+	overrides map[string]map[string]uint32
 }
 
 // New returns a Runtime with no servers.
@@ -51,25 +56,74 @@ func (r *Runtime) now() time.Duration { return time.Since(r.base) }
 // validated): servers not in desired stop accepting at once and drain in the
 // background; new ones start; changed ones are updated in place (see Upsert);
 // unchanged ones are left alone. The error joins every server's failure, each
-// naming its server; the other servers keep running.
+// naming its server; the other servers keep running. Apply(ctx, d) is
+// ApplyState(ctx, d, nil): it clears every backend override.
 func (r *Runtime) Apply(ctx context.Context, desired map[string]config.Server) error {
+	return r.ApplyState(ctx, desired, nil)
+}
+
+// ApplyState is Apply with the administrative state of the backends: overrides
+// maps a server's name to backend addresses ("host:port", as
+// config.Target.Address gives it) to BackendDrain or BackendDisable. A drained
+// backend gets no new connection and its open ones continue until they end; a
+// disabled one gets no new connection and its open ones are closed now (FIN,
+// not RST). A backend without an entry is in rotation when discovered and
+// healthy. An entry for a backend that discovery does not report (yet) is kept
+// and applies when the backend appears, until an ApplyState without it.
+// Changing overrides rebuilds the server's candidate set only: its listener and
+// the other backends' connections are not touched. Once ApplyState returns no
+// connection starts relaying to a drained or disabled backend. An unknown
+// state is reported in the error and that entry ignored.
+func (r *Runtime) ApplyState(ctx context.Context, desired map[string]config.Server, overrides map[string]map[string]string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return ErrClosed
 	}
+	parsed, errs := parseOverrides(overrides)
+	r.overrides = parsed
 	for _, name := range sortedKeys(r.servers) {
 		if _, ok := desired[name]; !ok {
 			r.removeLocked(name)
 		}
 	}
-	var errs []error
 	for _, name := range sortedKeys(desired) {
 		if err := r.upsertLocked(ctx, name, desired[name]); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	for _, name := range sortedKeys(r.servers) {
+		if err := r.servers[name].setOverrides(r.overrides[name]); err != nil {
+			errs = append(errs, fmt.Errorf("server %q: %w", name, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// parseOverrides converts override values to states, dropping empty maps and
+// reporting unknown values in sorted order.
+func parseOverrides(in map[string]map[string]string) (map[string]map[string]uint32, []error) {
+	var errs []error
+	out := make(map[string]map[string]uint32, len(in))
+	for _, name := range sortedKeys(in) {
+		var m map[string]uint32
+		for _, addr := range sortedKeys(in[name]) {
+			v := in[name][addr]
+			st, ok := parseState(v)
+			if !ok {
+				errs = append(errs, fmt.Errorf("server %q: backend %s: unknown state %q (want %q or %q)", name, addr, v, BackendDrain, BackendDisable))
+				continue
+			}
+			if m == nil {
+				m = make(map[string]uint32)
+			}
+			m[addr] = st
+		}
+		if m != nil {
+			out[name] = m
+		}
+	}
+	return out, errs
 }
 
 // Upsert starts server name, or updates it in place when it runs: its listener
@@ -135,11 +189,39 @@ func (r *Runtime) removeLocked(name string) {
 func (r *Runtime) Stats(name string) (ServerStats, bool) {
 	r.mu.Lock()
 	s, ok := r.servers[name]
+	var bind string
+	if ok {
+		bind = s.bind()
+	}
 	r.mu.Unlock()
 	if !ok {
 		return ServerStats{}, false
 	}
-	return s.stats(), true
+	return s.stats(bind), true
+}
+
+// Runnable is the package-level Runnable with this runtime's bind rewrite
+// (Options.ServersHost): it probes the address the server would listen on.
+func (r *Runtime) Runnable(ctx context.Context, s config.Server) error {
+	return runnable(ctx, s, r.effectiveBind(s.Bind))
+}
+
+// effectiveBind is the address a server with bind listens on: with
+// Options.ServersHost set, a wildcard or empty host (":3000", "0.0.0.0:3000",
+// "[::]:3000") is replaced by it; any other bind is used as written.
+func (r *Runtime) effectiveBind(bind string) string {
+	if r.opts.ServersHost == "" {
+		return bind
+	}
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return bind // listen reports the malformed address
+	}
+	switch host {
+	case "", "0.0.0.0", "::":
+		return net.JoinHostPort(r.opts.ServersHost, port)
+	}
+	return bind
 }
 
 // Names lists the running servers, sorted.

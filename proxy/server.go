@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -100,7 +101,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 		drained:  make(chan struct{}),
 	}
 	s.settings.Store(st)
-	s.pool = newPool(name, s.log, rt.opts.NewBalancer, cfg)
+	s.pool = newPool(name, s.log, rt.opts.NewBalancer, cfg, rt.overrides[name])
 	if rt.opts.NewMonitor != nil {
 		m, err := rt.opts.NewMonitor(name, healthcheckOf(cfg), s.pool.onHealthChange)
 		if err != nil {
@@ -115,7 +116,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 			return nil, fmt.Errorf("discovery: %w", err)
 		}
 	}
-	l, err := listen(ctx, cfg.Bind)
+	l, err := listen(ctx, rt.effectiveBind(cfg.Bind))
 	if err != nil {
 		s.closeMonitor()
 		return nil, err
@@ -248,6 +249,7 @@ func listen(ctx context.Context, bind string) (*listener, error) {
 // socket, as when only the protocol changed, or a wildcard bind covers it) the
 // old socket is closed first, and reopened if the new bind still fails.
 func (s *server) rebind(ctx context.Context, bind string) error {
+	bind = s.rt.effectiveBind(bind)
 	old := s.listeners
 	nl, err := listen(ctx, bind)
 	if err != nil && errors.Is(err, syscall.EADDRINUSE) && len(old) > 0 {
@@ -256,11 +258,12 @@ func (s *server) rebind(ctx context.Context, bind string) error {
 		s.listeners = nil
 		nl, err = listen(ctx, bind)
 		if err != nil {
-			if ol, rerr := listen(ctx, s.cfg.Bind); rerr == nil {
+			oldBind := s.rt.effectiveBind(s.cfg.Bind)
+			if ol, rerr := listen(ctx, oldBind); rerr == nil {
 				s.listeners = []*listener{ol}
 				s.startAccepting(ol)
 			} else {
-				s.log.Error("server is not listening: old bind could not be reopened", "bind", s.cfg.Bind, "err", rerr)
+				s.log.Error("server is not listening: old bind could not be reopened", "bind", oldBind, "err", rerr)
 			}
 			return err
 		}
@@ -395,7 +398,9 @@ func (s *server) loop() {
 	}
 }
 
-func (s *server) stats() ServerStats {
+// stats reads the counters; bind is the listening address, read by the caller
+// under Runtime.mu.
+func (s *server) stats(bind string) ServerStats {
 	return ServerStats{
 		ActiveConnections:  s.active.Load(),
 		TotalConnections:   s.total.Load(),
@@ -405,6 +410,57 @@ func (s *server) stats() ServerStats {
 		RxSecond:           s.rxSec.Load(),
 		TxSecond:           s.txSec.Load(),
 		Backends:           s.pool.stats(),
+		Bind:               bind,
+	}
+}
+
+// bind is the address the server listens on, empty when it is not listening.
+// Called under Runtime.mu.
+func (s *server) bind() string {
+	if len(s.listeners) == 0 {
+		return ""
+	}
+	return s.listeners[0].ln.Addr().String()
+}
+
+// setOverrides applies the administrative states of the backends: the snapshot
+// is rebuilt without drained and disabled backends, then the open connections
+// of newly disabled ones are closed. Listeners and other connections are not
+// touched. Called under Runtime.mu.
+func (s *server) setOverrides(overrides map[string]uint32) error {
+	disabled, changed, err := s.pool.setOverrides(overrides)
+	if !changed {
+		return nil
+	}
+	if err != nil {
+		err = fmt.Errorf("backends not updated; clients are refused: %w", err)
+	}
+	s.closeBackendConns(disabled)
+	s.log.Info("backend overrides applied", "overrides", len(overrides), "disabled", len(disabled))
+	return err
+}
+
+// closeBackendConns closes, without reset, the open connections relaying to
+// any of bs. A connection that attaches to one of them later sees its state
+// in relay and goes elsewhere (see relay).
+func (s *server) closeBackendConns(bs []*backend) {
+	if len(bs) == 0 {
+		return
+	}
+	// Closed during the walk, under the shard lock, as drain does: once a conn
+	// leaves the set it may be recycled.
+	n := 0
+	s.conns.each(func(c *conn) {
+		c.mu.Lock()
+		b := c.b
+		c.mu.Unlock()
+		if b != nil && slices.Contains(bs, b) {
+			c.closeSockets(false)
+			n++
+		}
+	})
+	if n > 0 {
+		s.log.Info("connections of disabled backends closed", "connections", n)
 	}
 }
 

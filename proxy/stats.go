@@ -13,6 +13,9 @@ type ServerStats struct {
 	RxSecond           uint64         `json:"rx_second"`
 	TxSecond           uint64         `json:"tx_second"`
 	Backends           []BackendStats `json:"backends"`
+	// Bind is the address the server listens on (after Options.ServersHost),
+	// empty when it is not listening.
+	Bind string `json:"bind,omitempty"`
 }
 
 // BackendStats is one backend of ServerStats.
@@ -32,4 +35,7 @@ type BackendCounters struct {
 	Tx                 uint64 `json:"tx"`
 	RxSecond           uint64 `json:"rx_second"`
 	TxSecond           uint64 `json:"tx_second"`
+	// State is the administrative state: BackendDrain, BackendDisable, or
+	// empty when the backend is in rotation.
+	State string `json:"state,omitempty"`
 }
