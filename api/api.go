@@ -42,6 +42,86 @@ type Store interface {
 	// DeleteServer removes a server; it returns an error wrapping ErrNotFound if
 	// the name is unknown.
 	DeleteServer(ctx context.Context, name string) error
+	// ServerInfo returns one server's definition with its origin and revision,
+	// read together so that an ETag always describes the body it comes with.
+	ServerInfo(name string) (ServerInfo, bool)
+	// UpdateServer replaces a server's definition, decoded and normalised by the
+	// caller, and returns the revision of the change. ifRevision 0 means
+	// unconditional; otherwise the write happens only if the server's revision is
+	// still ifRevision, else the error wraps ErrConflict. An unknown name wraps
+	// ErrNotFound; a definition that clashes with running state wraps ErrConflict.
+	UpdateServer(ctx context.Context, name string, s config.Server, ifRevision uint64) (revision uint64, err error)
+	// SetBackendState sets a backend's administrative state (action is
+	// BackendDrain, BackendDisable or BackendEnable; enable clears the override)
+	// and returns the revision of the change. backend is host:port as
+	// net.JoinHostPort writes it. An unknown server wraps ErrNotFound. A backend
+	// the server does not currently list is accepted: discovery may bring it back.
+	SetBackendState(ctx context.Context, server, backend, action string) (revision uint64, err error)
+	// BackendStates returns a server's backend overrides, host:port -> BackendDrain
+	// or BackendDisable; enabled backends are absent. The caller owns the map.
+	BackendStates(server string) map[string]string
+}
+
+// ServerInfo is a server's definition with its place in the log.
+type ServerInfo struct {
+	Server config.Server
+	// Origin is OriginConfig or OriginAPI.
+	Origin string
+	// Revision is the log index of the server's last change; 0 if unknown.
+	Revision uint64
+	// Updated is when the last change was proposed; zero if unknown.
+	Updated time.Time
+}
+
+// Origins of a server definition.
+const (
+	OriginConfig = "config" // a node's config source
+	OriginAPI    = "api"    // the REST API
+)
+
+// Backend administrative actions; drain and disable are also the stored states.
+const (
+	BackendDrain   = "drain"   // no new connections, open ones finish
+	BackendDisable = "disable" // no new connections; open ones are the proxy's business
+	BackendEnable  = "enable"  // back in rotation: clears the override
+)
+
+// Cluster is this node's view of the cluster and its membership operations. It
+// must be safe for concurrent use. Errors wrap ErrUnavailable when the operation
+// needs a leader or peers that cannot be reached now (503), ErrNotFound for an
+// unknown member (404).
+type Cluster interface {
+	Status() ClusterStatus
+	// Join asks the cluster reachable at any of addrs (gossip host:port) to let
+	// this node in, or this node's cluster to take in the nodes at addrs.
+	Join(ctx context.Context, addrs []string) error
+	// RemoveMember removes a member from Raft and the gossip layer.
+	RemoveMember(ctx context.Context, id string) error
+	// Health is nil while this node's data plane serves. A node without quorum
+	// still serves its last applied state, so it is healthy: keepalived must not
+	// move a virtual IP away from it for that.
+	Health() error
+	// Ready is nil when this node knows a leader and has applied the log up to the
+	// leader's commit index as known to it: an orchestrator may route API writes
+	// and reads to it.
+	Ready() error
+}
+
+// ClusterStatus is GET /cluster.
+type ClusterStatus struct {
+	NodeID   string `json:"node_id"`
+	LeaderID string `json:"leader_id"` // empty without a leader
+	// Revision is the last log index this node has applied.
+	Revision uint64          `json:"revision"`
+	Members  []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one node as Raft and gossip see it.
+type ClusterMember struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Raft    string `json:"raft"`   // "leader", "voter", "nonvoter" or "none"
+	Gossip  string `json:"gossip"` // "alive", "suspect", "dead", "left" or "none"
 }
 
 // Sentinels a Store wraps so that the API can answer with the right status code.
@@ -95,10 +175,13 @@ type Options struct {
 	Defaults func() config.ConnectionOptions
 	// Dump returns the effective configuration (globals and current servers) for
 	// GET /dump. The API redacts it; the function need not.
-	Dump   func() *config.Config
-	Info   Info
-	Logger *slog.Logger
-	Clock  func() time.Time
+	Dump func() *config.Config
+	// Cluster serves the cluster endpoints, /health and /ready. Nil: the cluster
+	// endpoints answer 404 "not clustered", /health and /ready answer 200.
+	Cluster Cluster
+	Info    Info
+	Logger  *slog.Logger
+	Clock   func() time.Time
 }
 
 // maxBodyBytes bounds a request body; a server definition is a few KiB.
@@ -107,7 +190,8 @@ const maxBodyBytes = 1 << 20
 // NewHandler returns the REST API router. Middlewares, outermost first: panic
 // recovery (so that even a panic in another middleware answers 500), CORS (a
 // preflight carries no credentials, so it must be answered before authentication),
-// then basic authentication for every route except GET /ping.
+// then basic authentication for every route except GET /ping and GET /health
+// (keepalived's check script carries no credentials).
 func NewHandler(opts Options) http.Handler {
 	h := newHandlers(opts)
 	r := chi.NewRouter()
@@ -123,6 +207,7 @@ func NewHandler(opts Options) http.Handler {
 	})
 
 	r.Get("/ping", h.ping)
+	r.Get("/health", h.health)
 	r.Group(func(r chi.Router) {
 		if opts.Config.BasicAuth != nil {
 			r.Use(basicAuth(*opts.Config.BasicAuth))
@@ -132,8 +217,15 @@ func NewHandler(opts Options) http.Handler {
 		r.Get("/servers", h.listServers)
 		r.Get("/servers/{name}", h.getServer)
 		r.Post("/servers/{name}", h.createServer)
+		r.Put("/servers/{name}", h.updateServer)
 		r.Delete("/servers/{name}", h.deleteServer)
+		r.Get("/servers/{name}/meta", h.serverMeta)
 		r.Get("/servers/{name}/stats", h.serverStats)
+		r.Post("/servers/{name}/backends/{backend}/{action}", h.backendAction)
+		r.Get("/ready", h.ready)
+		r.Get("/cluster", h.clusterStatus)
+		r.Post("/cluster/join", h.clusterJoin)
+		r.Delete("/cluster/members/{id}", h.clusterRemove)
 	})
 	return r
 }

@@ -20,33 +20,66 @@ import (
 	"github.com/gobetween/gobetween/proxy"
 )
 
-// memStore is the in-memory twin of the desired state. busyBinds simulates ports in
-// use; failWith makes every write fail with that error.
+// memStore is the in-memory twin of the desired state, with a log-like revision
+// counter: every write takes the next revision. busyBinds simulates ports in use;
+// failWith makes every write fail with that error.
 type memStore struct {
 	mu        sync.Mutex
-	servers   map[string]config.Server
+	servers   map[string]ServerInfo
+	states    map[string]map[string]string // server -> backend -> state
+	revision  uint64
+	now       time.Time
 	busyBinds map[string]bool
 	failWith  error
+	// afterCreate, when set, runs (locked) after a successful create: a
+	// concurrent writer changing the server before the API reads it back.
+	afterCreate func(name string)
 }
 
+// memStoreTime is when the fake's writes happen; each write is a second later.
+var memStoreTime = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+// newMemStore holds servers as if loaded from the config file, in name order,
+// at revisions 1, 2, ...
 func newMemStore(servers map[string]config.Server) *memStore {
-	if servers == nil {
-		servers = map[string]config.Server{}
+	m := &memStore{servers: map[string]ServerInfo{}, states: map[string]map[string]string{},
+		busyBinds: map[string]bool{}, now: memStoreTime}
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
+		m.put(name, servers[name], OriginConfig)
 	}
-	return &memStore{servers: servers, busyBinds: map[string]bool{}}
+	return m
+}
+
+// put stores s at the next revision; m.mu must be held (or m not yet shared).
+func (m *memStore) put(name string, s config.Server, origin string) uint64 {
+	m.revision++
+	m.now = m.now.Add(time.Second)
+	m.servers[name] = ServerInfo{Server: s, Origin: origin, Revision: m.revision, Updated: m.now}
+	return m.revision
 }
 
 func (m *memStore) Servers() map[string]config.Server {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return maps.Clone(m.servers)
+	out := make(map[string]config.Server, len(m.servers))
+	for name, info := range m.servers {
+		out[name] = info.Server
+	}
+	return out
 }
 
 func (m *memStore) Server(name string) (config.Server, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s, ok := m.servers[name]
-	return s, ok
+	info, ok := m.servers[name]
+	return info.Server, ok
+}
+
+func (m *memStore) ServerInfo(name string) (ServerInfo, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	info, ok := m.servers[name]
+	return info, ok
 }
 
 func (m *memStore) CreateServer(_ context.Context, name string, s config.Server) error {
@@ -61,8 +94,30 @@ func (m *memStore) CreateServer(_ context.Context, name string, s config.Server)
 	if m.busyBinds[s.Bind] {
 		return fmt.Errorf("%w: listen on %s: address already in use", ErrConflict, s.Bind)
 	}
-	m.servers[name] = s
+	m.put(name, s, OriginAPI)
+	if m.afterCreate != nil {
+		m.afterCreate(name)
+	}
 	return nil
+}
+
+func (m *memStore) UpdateServer(_ context.Context, name string, s config.Server, ifRevision uint64) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failWith != nil {
+		return 0, m.failWith
+	}
+	cur, ok := m.servers[name]
+	if !ok {
+		return 0, fmt.Errorf("server %q: %w", name, ErrNotFound)
+	}
+	if ifRevision != 0 && ifRevision != cur.Revision {
+		return 0, fmt.Errorf("%w: server %q is at revision %d, not %d", ErrConflict, name, cur.Revision, ifRevision)
+	}
+	if m.busyBinds[s.Bind] && s.Bind != cur.Server.Bind {
+		return 0, fmt.Errorf("%w: listen on %s: address already in use", ErrConflict, s.Bind)
+	}
+	return m.put(name, s, OriginAPI), nil
 }
 
 func (m *memStore) DeleteServer(_ context.Context, name string) error {
@@ -75,7 +130,39 @@ func (m *memStore) DeleteServer(_ context.Context, name string) error {
 		return fmt.Errorf("server %q: %w", name, ErrNotFound)
 	}
 	delete(m.servers, name)
+	delete(m.states, name)
+	m.revision++
 	return nil
+}
+
+func (m *memStore) SetBackendState(_ context.Context, server, backend, action string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failWith != nil {
+		return 0, m.failWith
+	}
+	if _, ok := m.servers[server]; !ok {
+		return 0, fmt.Errorf("server %q: %w", server, ErrNotFound)
+	}
+	switch action {
+	case BackendEnable:
+		delete(m.states[server], backend)
+	case BackendDrain, BackendDisable:
+		if m.states[server] == nil {
+			m.states[server] = map[string]string{}
+		}
+		m.states[server][backend] = action
+	default:
+		return 0, fmt.Errorf("unknown action %q", action)
+	}
+	m.revision++
+	return m.revision, nil
+}
+
+func (m *memStore) BackendStates(server string) map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.states[server])
 }
 
 // panicStore panics in every read, as a buggy store would.
@@ -235,6 +322,7 @@ type request struct {
 	path   string
 	body   string
 	header map[string]string
+	values map[string][]string // added one by one, for repeated headers
 }
 
 func (f *fixture) do(t *testing.T, r request) *httptest.ResponseRecorder {
@@ -250,6 +338,11 @@ func (f *fixture) do(t *testing.T, r request) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, r.path, body)
 	for k, v := range r.header {
 		req.Header.Set(k, v)
+	}
+	for k, vs := range r.values {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	rec := httptest.NewRecorder()
 	f.handler.ServeHTTP(rec, req)
@@ -285,4 +378,55 @@ func decodeJSON(t *testing.T, rec *httptest.ResponseRecorder, v any) {
 	if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
 		t.Fatalf("decode %s: %v", rec.Body, err)
 	}
+}
+
+// fakeCluster records the membership calls and answers with the configured errors.
+type fakeCluster struct {
+	mu        sync.Mutex
+	status    ClusterStatus
+	joinErr   error
+	removeErr error
+	healthErr error
+	readyErr  error
+	joined    [][]string
+	removed   []string
+}
+
+func (c *fakeCluster) Status() ClusterStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+func (c *fakeCluster) Join(_ context.Context, addrs []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.joined = append(c.joined, addrs)
+	return c.joinErr
+}
+
+func (c *fakeCluster) RemoveMember(_ context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removeErr != nil {
+		return c.removeErr
+	}
+	c.removed = append(c.removed, id)
+	return nil
+}
+
+func (c *fakeCluster) Health() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.healthErr
+}
+
+func (c *fakeCluster) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readyErr
+}
+
+func withCluster(c *fakeCluster) fixtureOption {
+	return func(o *Options) { o.Cluster = c }
 }

@@ -104,17 +104,53 @@ func (h *handlers) listServers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// getServer answers with the server in gobetween 0.8's shape; its origin and
+// revision travel as headers (see setServerHeaders) so that the body can be
+// POSTed or PUT back unchanged.
 func (h *handlers) getServer(w http.ResponseWriter, r *http.Request) {
 	name, ok := serverName(w, r)
 	if !ok {
 		return
 	}
-	s, found := h.opts.Store.Server(name)
+	info, found := h.opts.Store.ServerInfo(name)
 	if !found {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("server %q not found", name))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.Redacted())
+	setServerHeaders(w, info)
+	writeJSON(w, http.StatusOK, info.Server.Redacted())
+}
+
+// serverMeta is GET /servers/{name}/meta: what the log knows about a server
+// besides its definition, including overrides of backends not currently listed.
+type serverMeta struct {
+	Name          string            `json:"name"`
+	Origin        string            `json:"origin"`
+	Revision      uint64            `json:"revision"`
+	Updated       *time.Time        `json:"updated"` // null when unknown
+	BackendStates map[string]string `json:"backend_states"`
+}
+
+func (h *handlers) serverMeta(w http.ResponseWriter, r *http.Request) {
+	name, ok := serverName(w, r)
+	if !ok {
+		return
+	}
+	info, found := h.opts.Store.ServerInfo(name)
+	if !found {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("server %q not found", name))
+		return
+	}
+	meta := serverMeta{Name: name, Origin: info.Origin, Revision: info.Revision, BackendStates: h.opts.Store.BackendStates(name)}
+	if !info.Updated.IsZero() {
+		updated := info.Updated.UTC()
+		meta.Updated = &updated
+	}
+	if meta.BackendStates == nil {
+		meta.BackendStates = map[string]string{}
+	}
+	setServerHeaders(w, info)
+	writeJSON(w, http.StatusOK, meta)
 }
 
 // createServer validates a POSTed server exactly like one from the config file
@@ -132,14 +168,88 @@ func (h *handlers) createServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := readBody(w, r)
+	s, ok := h.decodeServer(w, r, name)
 	if !ok {
 		return
+	}
+	if problems := keepSecrets(name, &s, nil); len(problems) > 0 {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("invalid server %q", name), problems...)
+		return
+	}
+	if err := h.opts.Store.CreateServer(r.Context(), name, s); err != nil {
+		h.writeStoreError(w, "create", name, err)
+		return
+	}
+	// CreateServer returns no revision; read it back, and only vouch for it if
+	// the definition read is the one created: after a concurrent change the ETag
+	// would describe a server the client has not seen, and an If-Match with it
+	// would overwrite that change.
+	if info, found := h.opts.Store.ServerInfo(name); found && info.Server.Equal(s) {
+		setServerHeaders(w, info)
+	}
+	h.logger.Info("server created", "server", name, "bind", s.Bind, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, s.Redacted())
+}
+
+// updateServer is PUT /servers/{name}: the body and its validation are POST's
+// (a secret sent as "<redacted>" keeps the stored value, so a GET body can be
+// edited and PUT back);
+// the server must exist (404) and, with If-Match, still be at that revision
+// (409). Validation comes before the existence check, which is the store's: on a
+// follower a server just created elsewhere may not be applied here yet, so a
+// local pre-check could answer a false 404.
+func (h *handlers) updateServer(w http.ResponseWriter, r *http.Request) {
+	name, ok := serverName(w, r)
+	if !ok {
+		return
+	}
+	ifRevision, err := parseIfMatch(r.Header.Values("If-Match"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s, ok := h.decodeServer(w, r, name)
+	if !ok {
+		return
+	}
+	if hasRedacted(s) {
+		// The body came from a GET: keep the stored secrets. Conditioning the
+		// write on the revision they were read at keeps a concurrent change of a
+		// secret from being reverted; the client sees 409 and retries.
+		var cur *config.Server
+		info, found := h.opts.Store.ServerInfo(name)
+		if found {
+			cur = &info.Server
+			if ifRevision == 0 {
+				ifRevision = info.Revision
+			}
+		}
+		if problems := keepSecrets(name, &s, cur); len(problems) > 0 {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("invalid server %q", name), problems...)
+			return
+		}
+	}
+	rev, err := h.opts.Store.UpdateServer(r.Context(), name, s, ifRevision)
+	if err != nil {
+		h.writeStoreError(w, "update", name, err)
+		return
+	}
+	setRevisionHeaders(w, rev)
+	h.logger.Info("server updated", "server", name, "bind", s.Bind, "revision", rev, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, s.Redacted())
+}
+
+// decodeServer reads and validates a server definition for POST and PUT. It
+// answers 400, 413 or 422 itself and reports whether the caller may go on.
+func (h *handlers) decodeServer(w http.ResponseWriter, r *http.Request, name string) (config.Server, bool) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return config.Server{}, false
 	}
 	s, unknown, err := config.DecodeServerJSON(name, body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad json: "+err.Error())
-		return
+		return config.Server{}, false
 	}
 	problems := unknown
 	var defaults config.ConnectionOptions
@@ -149,15 +259,9 @@ func (h *handlers) createServer(w http.ResponseWriter, r *http.Request) {
 	problems = append(problems, config.Problems(config.NormalizeServer(name, &s, defaults))...)
 	if len(problems) > 0 {
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("invalid server %q", name), problems...)
-		return
+		return config.Server{}, false
 	}
-
-	if err := h.opts.Store.CreateServer(r.Context(), name, s); err != nil {
-		h.writeStoreError(w, "create", name, err)
-		return
-	}
-	h.logger.Info("server created", "server", name, "bind", s.Bind, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, s.Redacted())
+	return s, true
 }
 
 // deleteServer answers 200 null like gobetween 0.8, or 404 for an unknown server
@@ -178,6 +282,10 @@ func (h *handlers) deleteServer(w http.ResponseWriter, r *http.Request) {
 // serverStats answers with the server's counters. A server that is defined but has
 // no counters on this node yet (its listener is starting or could not bind) gets
 // zero counters rather than 404: 404 means the server does not exist.
+//
+// Each backend gains "state" (drain or disable; absent when enabled): the
+// override stored in the log, the same on every node. The proxy's own
+// "stats.state" is what this node applies, which may lag behind it briefly.
 func (h *handlers) serverStats(w http.ResponseWriter, r *http.Request) {
 	name, ok := serverName(w, r)
 	if !ok {
@@ -194,37 +302,63 @@ func (h *handlers) serverStats(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if st.Backends == nil {
-		st.Backends = []proxy.BackendStats{}
+	writeJSON(w, http.StatusOK, withStates(st, h.opts.Store.BackendStates(name)))
+}
+
+// serverStatsJSON is proxy.ServerStats with backendStatsJSON backends: the outer
+// Backends field hides the embedded one in encoding/json.
+type serverStatsJSON struct {
+	proxy.ServerStats
+	Backends []backendStatsJSON `json:"backends"`
+}
+
+type backendStatsJSON struct {
+	proxy.BackendStats
+	State string `json:"state,omitempty"`
+}
+
+func withStates(st proxy.ServerStats, states map[string]string) serverStatsJSON {
+	out := serverStatsJSON{ServerStats: st, Backends: make([]backendStatsJSON, len(st.Backends))}
+	for i, b := range st.Backends {
+		out.Backends[i] = backendStatsJSON{BackendStats: b, State: states[b.Address()]}
 	}
-	writeJSON(w, http.StatusOK, st)
+	return out
 }
 
 func (h *handlers) writeStoreError(w http.ResponseWriter, op, name string, err error) {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case errors.Is(err, ErrUnsupported):
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
-	case errors.Is(err, ErrExists), errors.Is(err, ErrConflict):
-		writeError(w, http.StatusConflict, err.Error())
-	default:
-		h.logger.Error("store write failed", "op", op, "server", name, "err", err)
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("%s server %q: %v", op, name, err))
+	if status, known := statusOf(err); known {
+		writeError(w, status, err.Error())
+		return
 	}
+	h.logger.Error("store write failed", "op", op, "server", name, "err", err)
+	writeError(w, http.StatusInternalServerError, fmt.Sprintf("%s server %q: %v", op, name, err))
 }
 
-// serverName is the {name} route parameter, unescaped: chi matches on the raw path
-// when the request has escapes, so "a%2Fb" arrives escaped.
+// serverName is the {name} route parameter, unescaped.
 func serverName(w http.ResponseWriter, r *http.Request) (string, bool) {
-	name, err := url.PathUnescape(chi.URLParam(r, "name"))
-	if err != nil || name == "" {
+	name, ok := pathParam(r, "name")
+	if !ok || name == "" {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad server name %q", chi.URLParam(r, "name")))
 		return "", false
 	}
 	return name, true
+}
+
+// pathParam is a route parameter, unescaped. chi matches on r.URL.RawPath when
+// it is set (the request's escaping differs from the default one, e.g. "a%2Fb"
+// or "%3A") and on the decoded r.URL.Path otherwise, so a parameter needs
+// unescaping exactly in the first case; unescaping in the second would misread
+// a literal "%" (an IPv6 zone sent as "%25").
+func pathParam(r *http.Request, key string) (string, bool) {
+	v := chi.URLParam(r, key)
+	if r.URL.RawPath == "" {
+		return v, true
+	}
+	u, err := url.PathUnescape(v)
+	if err != nil {
+		return "", false
+	}
+	return u, true
 }
 
 // readBody reads at most maxBodyBytes; a larger body is answered with 413.
