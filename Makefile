@@ -42,7 +42,7 @@ BENCH_PKGS := haproxy nginx libnginx-mod-stream
 
 DOCKER_IMAGE ?= gobetween:$(VERSION)
 
-.PHONY: build run test vet fmt fmt-check fuzz bench docker deps modules clean
+.PHONY: build run cluster test vet fmt fmt-check fuzz bench docker deps modules clean
 
 build: $(BIN)/gobetween
 
@@ -77,6 +77,40 @@ run: $(BIN)/gobetween $(BIN)/demo-backend
 	done
 	echo "demo backends: $(DEMO_ADDRS) (PIDs $${pids[*]}); gobetween on :3000 — try: curl localhost:3000"
 	$(BIN)/gobetween -c $(CONFIG)
+
+# A three-node cluster on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (no root needed: the
+# whole 127.0.0.0/8 is loopback) with the demo backends; Ctrl-C stops everything.
+cluster: $(BIN)/gobetween $(BIN)/demo-backend
+	@pids=()
+	cleanup() {
+	  if (($${#pids[@]})); then kill "$${pids[@]}" 2>/dev/null || true; wait "$${pids[@]}" 2>/dev/null || true; fi
+	  pids=()
+	}
+	trap cleanup EXIT INT TERM
+	mkdir -p gobetween-data
+	for addr in $(DEMO_ADDRS); do
+	  $(BIN)/demo-backend -listen "$$addr" &
+	  pids+=($$!)
+	done
+	for i in 1 2 3; do
+	  $(BIN)/gobetween -c deploy/examples/cluster/n$$i.toml > gobetween-data/n$$i.log 2>&1 &
+	  pids+=($$!)
+	done
+	for i in 1 2 3; do
+	  for _ in $$(seq 100); do
+	    curl -fsS "http://127.0.0.$$i:8888/ready" >/dev/null 2>&1 && break
+	    sleep 0.1
+	  done
+	done
+	cat <<'TRY'
+	three nodes: API on 127.0.0.1:8888, 127.0.0.2:8888, 127.0.0.3:8888; logs in gobetween-data/n*.log
+	  curl 127.0.0.1:3000; curl 127.0.0.2:3000; curl 127.0.0.3:3000     # the same backend for one client (iphash1)
+	  curl -s 127.0.0.2:8888/cluster                                     # members, leader, revision
+	  curl -s -X POST 127.0.0.3:8888/servers/web2 -d '{"bind":":3001","discovery":{"kind":"static","static_list":["127.0.0.1:8002"]}}'
+	  curl 127.0.0.1:3001                                                # the write on n3 serves on every node
+	Ctrl-C stops the cluster and the demo backends.
+	TRY
+	wait
 
 test: modules
 	$(MAKE) deps PKGS="$(TEST_PKGS)"

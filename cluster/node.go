@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,16 +43,33 @@ const (
 
 // Options configures Open.
 type Options struct {
-	NodeID    string       // stable forever; the Raft server ID
+	NodeID    string       // stable forever; the Raft server ID and the gossip name
 	DataDir   string       // raft.db (log and stable store) and snapshots/
-	RaftBind  string       // host:port of the Raft TCP transport; port 0 picks one
+	RaftBind  string       // host:port of the cluster port (Raft and forwarding); port 0 picks one
 	Advertise string       // address other nodes dial, when RaftBind is a wildcard; default: the bound address
 	Bootstrap bool         // make this node a one-voter cluster if, and only if, DataDir holds no Raft state
 	Logger    *slog.Logger // nil discards
 
+	// GossipBind is the memberlist host:port (UDP and TCP; port 0 picks one).
+	// Empty: no gossip, so no automatic membership (a single node).
+	GossipBind      string
+	GossipAdvertise string   // gossip address other nodes use, when GossipBind is a wildcard
+	Join            []string // gossip addresses of any members (own address allowed), joined at start and retried
+	// BootstrapExpect > 1: a node without Raft state waits until this many
+	// members with the same setting, all without state, see each other in
+	// gossip, then each bootstraps the same configuration of all of them.
+	// 1 is the same as Bootstrap.
+	BootstrapExpect int
+	EncryptKey      []byte      // memberlist SecretKey (16, 24 or 32 bytes); nodes without it cannot join
+	MaxVoters       int         // voters the leader promotes up to; default 5
+	TLS             *tls.Config // mutual TLS for the cluster port (Raft and forwarding); nil: plain TCP
+
 	// stores replaces the bolt stores, snapshot store and TCP transport (tests).
 	stores *stores
 }
+
+// DefaultMaxVoters is the voter cap when Options.MaxVoters is 0.
+const DefaultMaxVoters = 5
 
 type stores struct {
 	logs   raft.LogStore
@@ -60,36 +78,60 @@ type stores struct {
 	trans  raft.Transport
 }
 
-// Member is one server of the Raft configuration.
+// Member is one member of the cluster, as the Raft configuration and the gossip
+// layer see it; a member known to only one of them appears too.
 type Member struct {
-	ID       string `json:"id"`
-	Address  string `json:"address"`
-	Suffrage string `json:"suffrage"` // "voter" or "nonvoter"
-	Leader   bool   `json:"leader"`
+	ID            string `json:"id"`
+	Address       string `json:"address"`  // Raft address ("" when known only to gossip and without meta)
+	Suffrage      string `json:"suffrage"` // "voter", "nonvoter", or "" when not in the Raft configuration
+	Leader        bool   `json:"leader"`
+	Gossip        string `json:"gossip"` // GossipAlive, GossipDead, GossipLeft, or "" without gossip
+	GossipAddress string `json:"gossip_address,omitempty"`
 }
 
 // Node is this process's member of the Raft cluster. Its methods are safe for
 // concurrent use.
 type Node struct {
-	id     string
-	raft   *raft.Raft
-	fsm    *fsm
-	trans  raft.Transport
-	closer []io.Closer // stores to close after raft shuts down
-	log    *slog.Logger
+	id          string
+	opts        Options
+	raft        *raft.Raft
+	fsm         *fsm
+	trans       raft.Transport
+	closer      []io.Closer // stores to close after raft shuts down
+	log         *slog.Logger
+	mux         *mux          // nil with test stores
+	rpcSrv      *rpcServer    // nil without mux
+	rpc         *rpcClient    // nil without mux
+	gossip      gossiper      // nil without GossipBind
+	hasState    atomic.Bool   // raft state existed at Open or was bootstrapped
+	noBootstrap atomic.Bool   // bootstrap_expect decided: bootstrapped, or found a cluster
+	joining     atomic.Bool   // a background gossip join is running
+	nudge       chan struct{} // wakes the background loop (gossip events); 1-buffered
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	maxVoters   int
+
+	mu    sync.Mutex
+	tombs map[string]time.Time // members removed by Remove, not re-added for a while
 
 	closeOnce sync.Once
 	closeErr  error
 	closed    chan struct{}
 }
 
-// Open starts the Raft node. With Bootstrap and no existing state it bootstraps a
-// cluster of itself alone; a node with state never bootstraps again, whatever
-// Bootstrap says. The node replays its snapshot and log before Open returns
-// (raft restores the snapshot synchronously; later entries apply shortly after).
+// Open starts the node. With Bootstrap (or BootstrapExpect 1) and no existing
+// state it bootstraps a cluster of itself alone; with BootstrapExpect > 1 it
+// bootstraps, in the background, together with the others once they see each
+// other; a node with state never bootstraps again, and a node that joins but
+// finds a cluster waits to be added by its leader. The node replays its
+// snapshot and log before Open returns (raft restores the snapshot
+// synchronously; later entries apply shortly after).
 func Open(ctx context.Context, o Options) (*Node, error) {
 	if o.NodeID == "" {
 		return nil, errors.New("open cluster node: empty node id")
+	}
+	if err := checkOptions(&o); err != nil {
+		return nil, fmt.Errorf("open cluster node: %w", err)
 	}
 	lg := o.Logger
 	if lg == nil {
@@ -102,6 +144,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 
 	st := o.stores
 	var closers []io.Closer
+	var mx *mux
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			_ = closers[i].Close()
@@ -109,7 +152,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	}
 	if st == nil {
 		var err error
-		st, closers, err = openStores(o, hl)
+		st, mx, closers, err = openStores(o, hl, lg)
 		if err != nil {
 			return nil, err
 		}
@@ -128,22 +171,21 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	// A removed node keeps running (and serving its last state) until told to stop.
 	cfg.ShutdownOnRemove = false
 
-	if o.Bootstrap {
-		has, err := raft.HasExistingState(st.logs, st.stable, st.snaps)
-		if err != nil {
+	has, err := raft.HasExistingState(st.logs, st.stable, st.snaps)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("open cluster node: check existing state: %w", err)
+	}
+	if (o.Bootstrap || o.BootstrapExpect == 1) && !has {
+		conf := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: cfg.LocalID, Address: st.trans.LocalAddr(),
+		}}}
+		if err := raft.BootstrapCluster(cfg, st.logs, st.stable, st.snaps, st.trans, conf); err != nil {
 			closeAll()
-			return nil, fmt.Errorf("open cluster node: check existing state: %w", err)
+			return nil, fmt.Errorf("open cluster node: bootstrap: %w", err)
 		}
-		if !has {
-			conf := raft.Configuration{Servers: []raft.Server{{
-				Suffrage: raft.Voter, ID: cfg.LocalID, Address: st.trans.LocalAddr(),
-			}}}
-			if err := raft.BootstrapCluster(cfg, st.logs, st.stable, st.snaps, st.trans, conf); err != nil {
-				closeAll()
-				return nil, fmt.Errorf("open cluster node: bootstrap: %w", err)
-			}
-			lg.Info("bootstrapped a new single-voter cluster", "node_id", o.NodeID, "raft", st.trans.LocalAddr())
-		}
+		has = true
+		lg.Info("bootstrapped a new single-voter cluster", "node_id", o.NodeID, "raft", st.trans.LocalAddr())
 	}
 
 	f := newFSM()
@@ -152,31 +194,72 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		closeAll()
 		return nil, fmt.Errorf("open cluster node: %w", err)
 	}
-	return &Node{
-		id: o.NodeID, raft: r, fsm: f, trans: st.trans, closer: closers, log: lg,
+	n := &Node{
+		id: o.NodeID, opts: o, raft: r, fsm: f, trans: st.trans, closer: closers, log: lg, mux: mx,
+		nudge: make(chan struct{}, 1), tombs: map[string]time.Time{},
 		closed: make(chan struct{}),
-	}, nil
+	}
+	n.hasState.Store(has)
+	if mx != nil {
+		n.rpc = &rpcClient{dial: func(addr string, t time.Duration) (net.Conn, error) {
+			return mx.dial(addr, muxRPC, t)
+		}, idle: map[string][]*rpcConn{}}
+		n.rpcSrv = &rpcServer{ln: mx.subs[muxRPC], handle: n.handleRPC, conns: map[net.Conn]struct{}{}}
+		n.rpcSrv.wg.Add(1)
+		go n.rpcSrv.serve()
+	}
+	if o.GossipBind != "" {
+		g, err := newGossip(gossipOptions{
+			Name: o.NodeID, Bind: o.GossipBind, Advertise: o.GossipAdvertise, Key: o.EncryptKey,
+			Meta:   nodeMeta{ID: o.NodeID, Raft: n.Addr(), Version: metaVersion, Command: CommandVersion, Expect: o.BootstrapExpect},
+			Logger: lg, OnChange: n.wake,
+		})
+		if err != nil {
+			_ = n.Close()
+			return nil, fmt.Errorf("open cluster node: %w", err)
+		}
+		n.gossip = g
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(1)
+	go n.run(bg)
+	return n, nil
 }
 
-// openStores opens raft.db, the snapshot store and the TCP transport. The
-// returned closers are in opening order.
-func openStores(o Options, hl hclog.Logger) (*stores, []io.Closer, error) {
+func checkOptions(o *Options) error {
+	if o.MaxVoters == 0 {
+		o.MaxVoters = DefaultMaxVoters
+	}
+	if o.MaxVoters < 1 {
+		return fmt.Errorf("max voters %d: want at least 1", o.MaxVoters)
+	}
+	if o.BootstrapExpect < 0 {
+		return fmt.Errorf("bootstrap expect %d: want 0 or more", o.BootstrapExpect)
+	}
+	if o.BootstrapExpect > 1 && o.GossipBind == "" {
+		return errors.New("bootstrap expect needs a gossip bind address to see the other nodes")
+	}
+	if o.Bootstrap && o.BootstrapExpect > 1 {
+		return errors.New("bootstrap (a single node) and bootstrap expect > 1 exclude each other")
+	}
+	if k := len(o.EncryptKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		return fmt.Errorf("encrypt key of %d bytes: want 16, 24 or 32", k)
+	}
+	return nil
+}
+
+// openStores opens raft.db, the snapshot store, the cluster port and the Raft
+// transport on it. The returned closers are in opening order.
+func openStores(o Options, hl hclog.Logger, lg *slog.Logger) (*stores, *mux, []io.Closer, error) {
 	if o.DataDir == "" {
-		return nil, nil, errors.New("open cluster node: empty data dir")
+		return nil, nil, nil, errors.New("open cluster node: empty data dir")
 	}
 	if o.RaftBind == "" {
-		return nil, nil, errors.New("open cluster node: empty raft bind address")
+		return nil, nil, nil, errors.New("open cluster node: empty raft bind address")
 	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
-		return nil, nil, fmt.Errorf("open cluster node: %w", err)
-	}
-	var adv net.Addr
-	if o.Advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", o.Advertise)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open cluster node: advertise address: %w", err)
-		}
-		adv = a
+		return nil, nil, nil, fmt.Errorf("open cluster node: %w", err)
 	}
 	// The open timeout makes a second process on the same directory fail instead
 	// of blocking forever on bolt's file lock.
@@ -185,26 +268,27 @@ func openStores(o Options, hl hclog.Logger) (*stores, []io.Closer, error) {
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("open cluster node: open %s: %w", filepath.Join(o.DataDir, "raft.db"), err)
+		return nil, nil, nil, fmt.Errorf("open cluster node: open %s: %w", filepath.Join(o.DataDir, "raft.db"), err)
 	}
 	logs, err := raft.NewLogCache(512, bolt)
 	if err != nil {
 		_ = bolt.Close()
-		return nil, nil, fmt.Errorf("open cluster node: %w", err)
+		return nil, nil, nil, fmt.Errorf("open cluster node: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(o.DataDir, 2, hl)
 	if err != nil {
 		_ = bolt.Close()
-		return nil, nil, fmt.Errorf("open cluster node: snapshot store: %w", err)
+		return nil, nil, nil, fmt.Errorf("open cluster node: snapshot store: %w", err)
 	}
-	trans, err := raft.NewTCPTransportWithConfig(o.RaftBind, adv, &raft.NetworkTransportConfig{
-		MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
-	})
+	mx, err := newMux(o.RaftBind, o.Advertise, o.TLS, lg.With("component", "cluster-port"))
 	if err != nil {
 		_ = bolt.Close()
-		return nil, nil, fmt.Errorf("open cluster node: raft transport on %s: %w", o.RaftBind, err)
+		return nil, nil, nil, fmt.Errorf("open cluster node: cluster port %s: %w", o.RaftBind, err)
 	}
-	return &stores{logs: logs, stable: bolt, snaps: snaps, trans: trans}, []io.Closer{bolt, trans}, nil
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: raftLayer{mx.subs[muxRaft]}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
+	})
+	return &stores{logs: logs, stable: bolt, snaps: snaps, trans: trans}, mx, []io.Closer{bolt, mx, trans}, nil
 }
 
 // ID returns this node's ID.
@@ -247,125 +331,29 @@ func (n *Node) WaitForLeader(ctx context.Context) error {
 	}
 }
 
-// Apply proposes c and waits until it is committed and applied on this node. It
-// returns the revision the command produced (or, for a no-op, the current
-// revision of the object it names). Only the leader accepts writes: a follower
-// returns ErrNotLeader, a node without a known leader ErrNoLeader. A refused
-// command returns ErrExists, ErrNotFound, ErrStale, ErrOriginConflict or
-// ErrInvalidCommand, wrapped. ErrUnavailable means the outcome is unknown (the
-// leadership was lost or the wait timed out after proposing): commands are
-// idempotent, so retrying is safe.
-//
-// A zero Version is set to CommandVersion and a zero Time to now.
-func (n *Node) Apply(ctx context.Context, c Command) (uint64, error) {
-	if c.Version == 0 {
-		c.Version = CommandVersion
-	}
-	if c.Time.IsZero() {
-		c.Time = time.Now().UTC()
-	}
-	if err := c.Validate(); err != nil {
-		return 0, fmt.Errorf("%s %q: %w", c.Type, c.Name, err)
-	}
-	data, err := json.Marshal(c)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q: encode: %w: %w", c.Type, c.Name, ErrInvalidCommand, err)
-	}
-	if err := n.leaderOnly(); err != nil {
-		return 0, fmt.Errorf("%s %q: %w", c.Type, c.Name, err)
-	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	fut := n.raft.Apply(data, timeoutOf(ctx))
-	if err := n.wait(ctx, fut); err != nil {
-		return 0, fmt.Errorf("%s %q: %w", c.Type, c.Name, err)
-	}
-	res, ok := fut.Response().(applyResult)
-	if !ok {
-		return 0, fmt.Errorf("%s %q: %w: unexpected apply response %T", c.Type, c.Name, ErrUnavailable, fut.Response())
-	}
-	if res.Err != nil {
-		return res.Revision, fmt.Errorf("%s %q: %w", c.Type, c.Name, res.Err)
-	}
-	return res.Revision, nil
-}
-
-// AddVoter adds (or re-addresses) a voting member. Leader only. Prefer AddNonvoter
-// then Promote: AddVoter raises the quorum before the new node has caught up.
-func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
-	return n.membership(ctx, "add voter "+id, func(t time.Duration) raft.Future {
-		return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
-	})
-}
-
-// AddNonvoter adds a member that receives and applies the log but does not vote.
-// Leader only.
-func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
-	return n.membership(ctx, "add nonvoter "+id, func(t time.Duration) raft.Future {
-		return n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
-	})
-}
-
-// Promote makes an existing member a voter at its current address. Leader only.
-func (n *Node) Promote(ctx context.Context, id string) error {
-	var addr string
-	for _, m := range n.Members() {
-		if m.ID == id {
-			addr = m.Address
-		}
-	}
-	if addr == "" {
-		return fmt.Errorf("promote %s: %w", id, errors.New("not a member"))
-	}
-	return n.membership(ctx, "promote "+id, func(t time.Duration) raft.Future {
-		return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
-	})
-}
-
-// Remove removes a member from the Raft configuration. Leader only.
-func (n *Node) Remove(ctx context.Context, id string) error {
-	return n.membership(ctx, "remove "+id, func(t time.Duration) raft.Future {
-		return n.raft.RemoveServer(raft.ServerID(id), 0, t)
-	})
-}
-
-func (n *Node) membership(ctx context.Context, what string, change func(time.Duration) raft.Future) error {
-	if err := n.leaderOnly(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	if err := n.wait(ctx, change(timeoutOf(ctx))); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
-}
-
-// Members returns the current Raft configuration, sorted as raft keeps it.
-func (n *Node) Members() []Member {
-	fut := n.raft.GetConfiguration()
-	if err := fut.Error(); err != nil {
-		return nil
-	}
-	leaderID, _ := n.Leader()
-	var out []Member
-	for _, s := range fut.Configuration().Servers {
-		suf := "nonvoter"
-		if s.Suffrage == raft.Voter {
-			suf = "voter"
-		}
-		out = append(out, Member{ID: string(s.ID), Address: string(s.Address), Suffrage: suf, Leader: string(s.ID) == leaderID})
-	}
-	return out
-}
-
-// Close shuts raft down and closes the stores and transport. It does not hand
-// leadership over (a clean shutdown that does comes with the join step) and it
-// does not leave the cluster. Idempotent.
+// Close stops the background loop, shuts gossip down without leaving (peers
+// see the node as dead, and it stays a Raft member: a restart keeps the
+// membership; call Leave first to leave for good), stops the cluster port and
+// raft, and closes the stores. A leader does not hand its leadership over
+// here: Leave does. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.closed)
-		errs := []error{n.raft.Shutdown().Error()}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		var errs []error
+		if n.gossip != nil {
+			errs = append(errs, n.gossip.shutdown())
+		}
+		if n.rpcSrv != nil {
+			n.rpcSrv.close()
+		}
+		if n.rpc != nil {
+			n.rpc.close()
+		}
+		errs = append(errs, n.raft.Shutdown().Error())
 		for i := len(n.closer) - 1; i >= 0; i-- {
 			errs = append(errs, n.closer[i].Close())
 		}

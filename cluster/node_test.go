@@ -251,9 +251,18 @@ func TestThreeNodes(t *testing.T) {
 			return n.State().Servers["web"].Revision == rev
 		})
 	}
-	// A follower refuses writes until forwarding exists.
-	if _, err := nodes[1].Apply(ctx, putCmd("x")); !errors.Is(err, ErrNotLeader) {
+	// A follower forwards the write to the leader and has applied it when
+	// Apply returns.
+	frev, err := nodes[1].Apply(ctx, putCmd("x", "f:1"))
+	if err != nil {
 		t.Fatalf("write on a follower: %v", err)
+	}
+	if got := nodes[1].State().Servers["x"].Revision; got != frev || frev <= rev {
+		t.Fatalf("follower after its forwarded write: revision %d, answer %d", got, frev)
+	}
+	// The leader's refusal arrives as the same sentinel.
+	if _, err := nodes[2].Apply(ctx, Command{Type: DeleteServer, Name: "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("forwarded delete of an unknown server: %v", err)
 	}
 	if id, addr := nodes[2].Leader(); id != "n1" || addr != nodes[0].Addr() {
 		t.Fatalf("follower sees leader %s %s", id, addr)
@@ -346,4 +355,11 @@ func BenchmarkApplyOneNode(b *testing.B) {
 func BenchmarkApplyThreeNodes(b *testing.B) {
 	nodes := threeNodes(b)
 	benchApply(b, nodes[0])
+}
+
+// BenchmarkApplyForwarded writes through a follower: forwarded to the leader,
+// then waited for until applied on the follower.
+func BenchmarkApplyForwarded(b *testing.B) {
+	nodes := threeNodes(b)
+	benchApply(b, nodes[1])
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/gobetween/gobetween/api"
 	"github.com/gobetween/gobetween/balance"
-	"github.com/gobetween/gobetween/cluster"
 	"github.com/gobetween/gobetween/config"
 	"github.com/gobetween/gobetween/discovery"
 	"github.com/gobetween/gobetween/healthcheck"
@@ -147,7 +146,12 @@ func run(opts options) int {
 		defer os.Remove(opts.pidfile)
 	}
 
+	serversHost := ""
+	if cfg.Cluster != nil {
+		serversHost = cfg.Cluster.ServersHost
+	}
 	runtime := proxy.New(proxy.Options{
+		ServersHost:  serversHost,
 		Logger:       logger.With("component", "proxy"),
 		NewDiscovery: newDiscovery(logger),
 		NewMonitor:   newMonitor(logger),
@@ -172,14 +176,26 @@ func run(opts options) int {
 	follower := newFollower(node, runtime, logger.With("component", "store"))
 	followDone := make(chan struct{})
 	go func() { defer close(followDone); follower.run(followCtx) }()
-	store := &store{node: node, follower: follower, logger: logger.With("component", "store")}
+	store := &store{node: node, rt: runtime, follower: follower, logger: logger.With("component", "store")}
 
-	// Servers that fail to start (a port in use) are logged; the rest serve.
-	if err := store.LoadFile(ctx, cfg.Servers); err != nil {
-		for _, l := range problemLines(err) {
-			logger.Error("config servers", "err", l)
+	// The config file's servers enter the log. A single node has a leader by now
+	// and does it before serving the API; it also prunes the file servers that
+	// left the file while it was down. A cluster node may be waiting for its
+	// peers: it keeps trying in the background, and never prunes at start (a
+	// node with an older file must not delete what the others serve).
+	isCluster := clustered(cfg)
+	loadCtx, stopLoading := context.WithCancel(ctx)
+	defer stopLoading()
+	if !isCluster {
+		if err := store.LoadFile(ctx, cfg.Servers, pruneMissing(cfg.Servers)); err != nil {
+			for _, l := range problemLines(err) {
+				logger.Error("config servers", "err", l)
+			}
 		}
+	} else {
+		go store.LoadFileRetrying(loadCtx, cfg.Servers)
 	}
+	fileServers := cfg.Servers
 
 	// The HTTP side (API, metrics, profiler) lives until the data path has drained,
 	// so operators can watch a drain through the API.
@@ -189,9 +205,10 @@ func run(opts options) int {
 	start := time.Now()
 	if cfg.Api.Enabled {
 		srv := api.NewServer(api.Options{
-			Config: cfg.Api,
-			Store:  store,
-			Stats:  runtime,
+			Config:  cfg.Api,
+			Store:   store,
+			Stats:   runtime,
+			Cluster: clusterAPI{node: node, serving: follower.served},
 			Defaults: func() config.ConnectionOptions {
 				cfgMu.Lock()
 				defer cfgMu.Unlock()
@@ -236,7 +253,12 @@ func run(opts options) int {
 			// Only servers and [defaults] take effect on reload; see warnRestartOnly.
 			cfg.Defaults = next.Defaults
 			cfgMu.Unlock()
-			if err := store.LoadFile(ctx, next.Servers); err != nil {
+			prune := pruneMissing(next.Servers)
+			if isCluster {
+				prune = pruneRemoved(fileServers, next.Servers)
+			}
+			fileServers = next.Servers
+			if err := store.LoadFile(ctx, next.Servers, prune); err != nil {
 				for _, l := range problemLines(err) {
 					logger.Error("reload: config servers", "err", l)
 				}
@@ -258,6 +280,10 @@ func run(opts options) int {
 			cancelDrain()
 		}
 	}()
+	stopLoading()
+	// Not node.Leave: that removes the node from the cluster for good, while a
+	// stopped node is usually restarted; the others treat it as failed until it
+	// is back (removal is DELETE /cluster/members/{id}).
 	stopFollowing()
 	<-followDone
 	if err := runtime.Shutdown(drainCtx); err != nil {
@@ -344,47 +370,4 @@ func writePidfile(path string) error {
 		}
 	}
 	return os.WriteFile(path, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644)
-}
-
-// openNode opens this node's member of the Raft log and waits until it leads
-// (a single node elects itself in about a second).
-func openNode(opts options, cfg *config.Config, logger *slog.Logger) (*cluster.Node, error) {
-	o := cluster.Options{DataDir: "gobetween-data", RaftBind: "127.0.0.1:0", Bootstrap: true, Logger: logger}
-	if c := cfg.Cluster; c != nil {
-		if len(c.Join) > 0 || c.BootstrapExpect > 1 {
-			return nil, errors.New("[cluster] join and bootstrap_expect > 1: multi-node clusters are not supported by this build yet; remove them to run a single node")
-		}
-		o.NodeID, o.Advertise = c.NodeID, c.Advertise
-		if c.DataDir != "" {
-			o.DataDir = c.DataDir
-		}
-		if c.RaftBind != "" {
-			o.RaftBind = c.RaftBind
-		}
-	}
-	if opts.dataDir != "" {
-		o.DataDir = opts.dataDir
-	}
-	if o.NodeID == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "gobetween"
-		}
-		o.NodeID = host
-	}
-	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	node, err := cluster.Open(ctx, o)
-	if err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", o.DataDir, err)
-	}
-	if err := node.WaitForLeader(ctx); err != nil {
-		node.Close()
-		return nil, fmt.Errorf("no leader: %w", err)
-	}
-	logger.Info("desired state loaded", "data_dir", o.DataDir, "node_id", o.NodeID, "revision", node.State().Revision, "servers", len(node.State().Servers))
-	return node, nil
 }

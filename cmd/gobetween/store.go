@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gobetween/gobetween/api"
 	"github.com/gobetween/gobetween/cluster"
@@ -21,6 +22,7 @@ import (
 // does); reads come from the applied state. It implements api.Store.
 type store struct {
 	node     *cluster.Node
+	rt       *proxy.Runtime
 	follower *follower
 	logger   *slog.Logger
 	loadMu   sync.Mutex // one config load at a time
@@ -29,16 +31,18 @@ type store struct {
 // follower applies every new state of the log to the proxy runtime and records
 // which revision the runtime has reached.
 type follower struct {
-	node    *cluster.Node
-	rt      *proxy.Runtime
-	logger  *slog.Logger
-	mu      sync.Mutex
-	applied uint64
-	changed chan struct{} // closed and replaced after each apply
+	node       *cluster.Node
+	rt         *proxy.Runtime
+	logger     *slog.Logger
+	mu         sync.Mutex
+	applied    uint64
+	changed    chan struct{} // closed and replaced after each apply
+	served     chan struct{} // closed after the first apply
+	servedOnce sync.Once
 }
 
 func newFollower(node *cluster.Node, rt *proxy.Runtime, logger *slog.Logger) *follower {
-	return &follower{node: node, rt: rt, logger: logger, changed: make(chan struct{})}
+	return &follower{node: node, rt: rt, logger: logger, changed: make(chan struct{}), served: make(chan struct{})}
 }
 
 // run reconciles the runtime with the log until ctx ends. The data plane never
@@ -52,11 +56,20 @@ func (f *follower) run(ctx context.Context) {
 		for name, e := range st.Servers {
 			desired[name] = e.Server
 		}
-		if err := f.rt.Apply(ctx, desired); err != nil && !errors.Is(err, proxy.ErrClosed) {
+		overrides := make(map[string]map[string]string, len(st.Overrides))
+		for name, bs := range st.Overrides {
+			m := make(map[string]string, len(bs))
+			for b, o := range bs {
+				m[b] = o.Action
+			}
+			overrides[name] = m
+		}
+		if err := f.rt.ApplyState(ctx, desired, overrides); err != nil && !errors.Is(err, proxy.ErrClosed) {
 			for _, l := range problemLines(err) {
 				f.logger.Error("server did not start", "err", l)
 			}
 		}
+		f.servedOnce.Do(func() { close(f.served) })
 		f.mu.Lock()
 		f.applied = st.Revision
 		close(f.changed)
@@ -137,7 +150,7 @@ func (s *store) CreateServer(ctx context.Context, name string, srv config.Server
 	if _, ok := s.node.State().Servers[name]; ok {
 		return fmt.Errorf("server %q: %w", name, api.ErrExists)
 	}
-	if err := proxy.Runnable(ctx, srv); err != nil {
+	if err := s.rt.Runnable(ctx, srv); err != nil {
 		if errors.Is(err, proxy.ErrUnsupported) {
 			return fmt.Errorf("%w: %w", api.ErrUnsupported, err)
 		}
@@ -157,11 +170,11 @@ func (s *store) DeleteServer(ctx context.Context, name string) error {
 }
 
 // LoadFile makes the config file's servers part of the desired state: each is
-// upserted (a no-op when unchanged); a server the file defined before and no
-// longer does is deleted, unless it changed since. A file server never
-// overwrites one changed through the API: the conflict is logged and the API
-// definition kept.
-func (s *store) LoadFile(ctx context.Context, file map[string]config.Server) error {
+// upserted (a no-op when unchanged); a server of origin config for which prune
+// says so is deleted, unless it changed since. A file server never overwrites
+// one changed through the API: the conflict is logged and the API definition
+// kept.
+func (s *store) LoadFile(ctx context.Context, file map[string]config.Server, prune func(name string) bool) error {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	var errs []error
@@ -176,7 +189,7 @@ func (s *store) LoadFile(ctx context.Context, file map[string]config.Server) err
 		}
 	}
 	for name, e := range s.node.State().Servers {
-		if _, ok := file[name]; ok || e.Origin != cluster.OriginConfig {
+		if e.Origin != cluster.OriginConfig || prune == nil || !prune(name) {
 			continue
 		}
 		_, err := s.apply(ctx, cluster.Command{Type: cluster.DeleteServer, Name: name, IfRevision: e.Revision})
@@ -185,4 +198,94 @@ func (s *store) LoadFile(ctx context.Context, file map[string]config.Server) err
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// LoadFileRetrying is LoadFile for a cluster node at start: it retries while
+// the cluster cannot take writes (no leader yet), until ctx ends.
+func (s *store) LoadFileRetrying(ctx context.Context, file map[string]config.Server) {
+	wait := 500 * time.Millisecond
+	for {
+		err := s.LoadFile(ctx, file, nil)
+		if err == nil {
+			s.logger.Info("config servers are in the cluster's desired state", "servers", len(file))
+			return
+		}
+		if !errors.Is(err, api.ErrUnavailable) {
+			for _, l := range problemLines(err) {
+				s.logger.Error("config servers", "err", l)
+			}
+			return
+		}
+		s.logger.Debug("config servers: waiting for a leader", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// pruneMissing prunes every config server the file does not define (a single
+// node: the file is the only config source).
+func pruneMissing(file map[string]config.Server) func(string) bool {
+	return func(name string) bool { _, ok := file[name]; return !ok }
+}
+
+// pruneRemoved prunes the servers this node's previous file defined and the new
+// one does not (a cluster node: other nodes' files may define more).
+func pruneRemoved(prev, next map[string]config.Server) func(string) bool {
+	return func(name string) bool {
+		_, was := prev[name]
+		_, is := next[name]
+		return was && !is
+	}
+}
+
+// ServerInfo implements api.Store.
+func (s *store) ServerInfo(name string) (api.ServerInfo, bool) {
+	e, ok := s.node.State().Servers[name]
+	if !ok {
+		return api.ServerInfo{}, false
+	}
+	return api.ServerInfo{Server: e.Server.Clone(), Origin: e.Origin, Revision: e.Revision, Updated: e.Updated}, true
+}
+
+// UpdateServer implements api.Store: an update in place through the log, which
+// makes the server an API server (a reload of the file no longer overwrites it).
+// A new bind must be free on this node.
+func (s *store) UpdateServer(ctx context.Context, name string, srv config.Server, ifRevision uint64) (uint64, error) {
+	cur, ok := s.node.State().Servers[name]
+	if !ok {
+		return 0, fmt.Errorf("server %q: %w", name, api.ErrNotFound)
+	}
+	if err := s.rt.Runnable(ctx, srv); err != nil && (srv.Bind != cur.Server.Bind || errors.Is(err, proxy.ErrUnsupported)) {
+		if errors.Is(err, proxy.ErrUnsupported) {
+			return 0, fmt.Errorf("%w: %w", api.ErrUnsupported, err)
+		}
+		return 0, fmt.Errorf("%w: %w", api.ErrConflict, err)
+	}
+	return s.apply(ctx, cluster.Command{
+		Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginAPI, IfRevision: ifRevision,
+	})
+}
+
+// SetBackendState implements api.Store: drain and disable are stored in the log
+// as a backend override, enable clears it.
+func (s *store) SetBackendState(ctx context.Context, server, backend, action string) (uint64, error) {
+	c := cluster.Command{Type: cluster.SetOverride, Name: server, Backend: backend, Action: action}
+	if action == api.BackendEnable {
+		c = cluster.Command{Type: cluster.ClearOverride, Name: server, Backend: backend}
+	}
+	return s.apply(ctx, c)
+}
+
+// BackendStates implements api.Store.
+func (s *store) BackendStates(server string) map[string]string {
+	bs := s.node.State().Overrides[server]
+	out := make(map[string]string, len(bs))
+	for b, o := range bs {
+		out[b] = o.Action
+	}
+	return out
 }

@@ -1,0 +1,66 @@
+package cluster
+
+import (
+	"encoding/json"
+	"log/slog"
+	"time"
+)
+
+// Gossip states of a member, as Members reports them.
+const (
+	GossipAlive   = "alive"
+	GossipSuspect = "suspect"
+	GossipDead    = "dead"
+	GossipLeft    = "left"
+)
+
+// metaVersion is the version of the node metadata carried in gossip.
+const metaVersion = 1
+
+// nodeMeta is the memberlist node metadata (well under memberlist's 512 B).
+type nodeMeta struct {
+	ID      string `json:"id"`
+	Raft    string `json:"raft"`
+	Version int    `json:"ver"`    // metaVersion
+	Command int    `json:"cmd"`    // the newest CommandVersion the node understands
+	Expect  int    `json:"expect"` // its bootstrap_expect; only nodes that agree bootstrap together
+	Leaving bool   `json:"leaving,omitempty"`
+}
+
+// gossipMember is one member as the gossip layer knows it, dead and left ones
+// included.
+type gossipMember struct {
+	Name  string // memberlist name == node id
+	Addr  string // gossip host:port
+	Meta  nodeMeta
+	State string // GossipAlive, …
+}
+
+// gossipOptions configures the gossip layer.
+type gossipOptions struct {
+	Name      string
+	Bind      string // host:port
+	Advertise string // host:port or ""
+	Key       []byte
+	Meta      nodeMeta
+	Logger    *slog.Logger
+	OnChange  func() // called (never blocking) on join, update and leave events
+}
+
+// gossiper is the membership layer: memberlist (gossip_memberlist.go).
+// Methods are safe for concurrent use.
+type gossiper interface {
+	join(addrs []string) (int, error)
+	members() []gossipMember
+	localAddr() string
+	leave(timeout time.Duration) error
+	shutdown() error
+}
+
+func decodeMeta(b []byte) (nodeMeta, bool) {
+	var m nodeMeta
+	if len(b) == 0 || json.Unmarshal(b, &m) != nil || m.ID == "" || m.Raft == "" {
+		return nodeMeta{}, false
+	}
+	return m, true
+}

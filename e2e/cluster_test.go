@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testCluster is three gobetween nodes on 127.0.0.1, 127.0.0.2 and 127.0.0.3,
+// one shared config but for the node's own addresses, as `make cluster` runs.
+type testCluster struct {
+	t                     *testing.T
+	gossip, raft, apiPort int
+	nodes                 [3]*node
+	dirs                  [3]string
+	extra                 string // shared [servers...] sections
+}
+
+func newTestCluster(t *testing.T, extra string) *testCluster {
+	c := &testCluster{t: t, gossip: freePort(t), raft: freePort(t), apiPort: freePort(t), extra: extra}
+	for i := range c.dirs {
+		c.dirs[i] = t.TempDir()
+	}
+	return c
+}
+
+func (c *testCluster) host(i int) string { return "127.0.0." + strconv.Itoa(i+1) }
+
+func (c *testCluster) api(i int) apiClient {
+	return newAPI(c.host(i) + ":" + strconv.Itoa(c.apiPort))
+}
+
+func (c *testCluster) config(i int) string {
+	var join []string
+	for j := range 3 {
+		join = append(join, c.host(j)+":"+strconv.Itoa(c.gossip))
+	}
+	return fmt.Sprintf(`[logging]
+level = "debug"
+output = "stdout"
+
+[api]
+enabled = true
+bind = "%[1]s:%[2]d"
+
+[cluster]
+node_id = "n%[3]d"
+data_dir = "data"
+bind = "%[1]s:%[4]d"
+raft_bind = "%[1]s:%[5]d"
+join = %[6]s
+bootstrap_expect = 3
+servers_host = "%[1]s"
+
+[defaults]
+drain_timeout = "1s"
+
+%[7]s`, c.host(i), c.apiPort, i+1, c.gossip, c.raft, tomlList(join...), c.extra)
+}
+
+func (c *testCluster) start(i int) {
+	c.nodes[i] = startNodeWith(c.t, c.config(i), nodeOptions{dir: c.dirs[i]})
+}
+
+// status is GET /cluster.
+type clusterStatus struct {
+	NodeID   string `json:"node_id"`
+	LeaderID string `json:"leader_id"`
+	Revision uint64 `json:"revision"`
+	Members  []struct {
+		ID     string `json:"id"`
+		Raft   string `json:"raft"`
+		Gossip string `json:"gossip"`
+	} `json:"members"`
+}
+
+func (c *testCluster) status(i int) (clusterStatus, error) {
+	var s clusterStatus
+	code, body, err := c.api(i).do("GET", "/cluster", "")
+	if err != nil {
+		return s, err
+	}
+	if code != 200 {
+		return s, fmt.Errorf("GET /cluster: %d %s", code, body)
+	}
+	return s, json.Unmarshal([]byte(body), &s)
+}
+
+// waitFormed waits until every running node sees the same leader and three
+// voters, and returns the leader's index.
+func (c *testCluster) waitFormed(timeout time.Duration, running ...int) int {
+	c.t.Helper()
+	leader := -1
+	eventually(c.t, timeout, "one cluster with one leader", func() error {
+		ids := map[string]bool{}
+		for _, i := range running {
+			c.nodes[i].requireRunning()
+			s, err := c.status(i)
+			if err != nil {
+				return err
+			}
+			if s.LeaderID == "" {
+				return fmt.Errorf("n%d: no leader", i+1)
+			}
+			ids[s.LeaderID] = true
+			voters := 0
+			for _, m := range s.Members {
+				if m.Raft == "leader" || m.Raft == "voter" {
+					voters++
+				}
+			}
+			if voters < len(running) {
+				return fmt.Errorf("n%d sees %d voters: %+v", i+1, voters, s.Members)
+			}
+		}
+		if len(ids) != 1 {
+			return fmt.Errorf("nodes disagree on the leader: %v", ids)
+		}
+		for id := range ids {
+			leader, _ = strconv.Atoi(strings.TrimPrefix(id, "n"))
+			leader--
+		}
+		return nil
+	})
+	return leader
+}
+
+func (c *testCluster) waitServingEverywhere(port int, timeout time.Duration, nodes ...int) {
+	c.t.Helper()
+	for _, i := range nodes {
+		addr := c.host(i) + ":" + strconv.Itoa(port)
+		eventually(c.t, timeout, "serving on "+addr, func() error {
+			_, err := who(addr)
+			return err
+		})
+	}
+}
+
+// Three nodes started in any order form one cluster; a server POSTed to a
+// follower serves on all three within 2 s; losing the leader under load costs the
+// survivors no connection, they elect a leader and take writes within 5 s; the
+// killed node comes back and catches up; a full restart keeps every write.
+func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
+	t.Parallel()
+	bs := startBackends(t, 2)
+	c := newTestCluster(t, "")
+	for _, i := range []int{2, 0, 1} {
+		c.start(i)
+	}
+	leader := c.waitFormed(20*time.Second, 0, 1, 2)
+	follower := (leader + 1) % 3
+
+	port := freePort(t)
+	posted := time.Now()
+	code, body := c.api(follower).mustDo(t, "POST", "/servers/web", postBody(":"+strconv.Itoa(port), bs[0].line()))
+	if code != 200 {
+		t.Fatalf("POST /servers/web on follower n%d: %d %s", follower+1, code, body)
+	}
+	c.waitServingEverywhere(port, 2*time.Second-time.Since(posted), 0, 1, 2)
+
+	// Hammer the two survivors while the leader is killed.
+	survivors := []int{(leader + 1) % 3, (leader + 2) % 3}
+	var failures, requests atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, i := range survivors {
+		addr := c.host(i) + ":" + strconv.Itoa(port)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := who(addr); err != nil {
+					failures.Add(1)
+				}
+				requests.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	killed := time.Now()
+	c.nodes[leader].signal(syscall.SIGKILL)
+	c.nodes[leader].waitExit(5 * time.Second)
+
+	port2 := freePort(t)
+	eventually(t, 5*time.Second-time.Since(killed), "a write accepted by the survivors", func() error {
+		code, body, err := c.api(survivors[0]).do("POST", "/servers/web2", postBody(":"+strconv.Itoa(port2), bs[1].line()))
+		if err != nil {
+			return err
+		}
+		if code != 200 && code != 409 { // 409: an earlier attempt committed
+			return fmt.Errorf("POST /servers/web2: %d %s", code, body)
+		}
+		return nil
+	})
+	t.Logf("leader killed -> write accepted: %v", time.Since(killed))
+	close(stop)
+	wg.Wait()
+	if f := failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests to the surviving nodes failed while the leader was lost", f, requests.Load())
+	}
+	c.waitServingEverywhere(port2, 5*time.Second, survivors...)
+
+	// The killed node restarts and catches up.
+	c.start(leader)
+	c.waitServingEverywhere(port2, 15*time.Second, leader)
+
+	// All three restart together and keep every acknowledged write.
+	for i := range 3 {
+		c.nodes[i].signal(syscall.SIGTERM)
+	}
+	for i := range 3 {
+		if code := c.nodes[i].waitExit(15 * time.Second); code != 0 {
+			t.Fatalf("n%d exit code %d", i+1, code)
+		}
+	}
+	for i := range 3 {
+		c.start(i)
+	}
+	c.waitFormed(20*time.Second, 0, 1, 2)
+	c.waitServingEverywhere(port, 10*time.Second, 0, 1, 2)
+	c.waitServingEverywhere(port2, 10*time.Second, 0, 1, 2)
+}
