@@ -427,3 +427,14 @@ func timeoutOf(ctx context.Context) time.Duration {
 	}
 	return time.Millisecond
 }
+
+// Barrier waits until every entry committed before it has been applied to this
+// node's state. Leader only (ErrNotLeader otherwise): after a restart a node
+// leads before it has replayed its log, and a caller that reads State to decide
+// on a write (such as pruning config servers) must see the whole log first.
+func (n *Node) Barrier(ctx context.Context) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	return n.raft.Barrier(timeoutOf(ctx)).Error()
+}

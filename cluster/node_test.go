@@ -120,7 +120,13 @@ func TestSingleNodePersistsAcrossRestarts(t *testing.T) {
 	n2 := openNode(t, "n1", dir, true)
 	took = waitLeader(t, n2, 5*time.Second)
 	t.Logf("single node: leader %s after restart", took)
-	eventually(t, 2*time.Second, "the replayed state", func() bool { return stateJSON(t, n2.State()) == want })
+	// Barrier returns once the log is replayed: no polling needed after it.
+	if err := n2.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := stateJSON(t, n2.State()); got != want {
+		t.Fatalf("state after Barrier:\n%s\nwant\n%s", got, want)
+	}
 	if got := n2.State().Servers["web"]; got.Revision != rev {
 		t.Fatalf("revision after restart %d, want %d", got.Revision, rev)
 	}

@@ -143,6 +143,11 @@ func openNode(opts options, cfg *config.Config, logger *slog.Logger) (*cluster.N
 			node.Close()
 			return nil, fmt.Errorf("no leader: %w", err)
 		}
+		// Leading comes before replaying the log after a restart.
+		if err := node.Barrier(ctx); err != nil {
+			node.Close()
+			return nil, fmt.Errorf("replaying the log: %w", err)
+		}
 	}
 	st := node.State()
 	logger.Info("desired state loaded", "data_dir", o.DataDir, "node_id", o.NodeID, "revision", st.Revision, "servers", len(st.Servers))
