@@ -14,6 +14,10 @@ import (
 // a restarting leader) before it fails with ErrNoLeader.
 const noLeaderHold = 2500 * time.Millisecond
 
+// leaderContactLimit: a follower forwards writes only while it has heard from
+// the leader this recently (leaders contact followers every heartbeatTimeout/10).
+const leaderContactLimit = heartbeatTimeout
+
 // Apply proposes c and waits until it is committed and applied on this node. It
 // returns the revision the command produced (or, for a no-op, the current
 // revision of the object it names).
@@ -70,7 +74,7 @@ func (n *Node) applyAnywhere(ctx context.Context, c *Command, data []byte) (uint
 			}
 			// Lost the leadership before proposing: safe to retry.
 			lastErr = err
-		} else if id, addr := n.Leader(); id != "" {
+		} else if id, addr := n.Leader(); id != "" && n.leaderHeard() {
 			if n.rpc == nil {
 				return 0, ErrNotLeader
 			}
@@ -250,4 +254,15 @@ func (n *Node) peerStatus(ctx context.Context, raftAddr string, timeout time.Dur
 		return nodeStatus{}, errors.New("status rpc: empty answer")
 	}
 	return *resp.Status, nil
+}
+
+// leaderHeard reports whether this follower heard from its leader recently
+// (within the heartbeat timeout). A node cut off from the leader keeps
+// believing in it until an election timeout passes; forwarding a write into
+// that silence would hold it for the whole apply timeout and could let it
+// commit after the client was told it failed. Such a write is refused as if
+// there were no leader, which it is never applied under.
+func (n *Node) leaderHeard() bool {
+	last := n.raft.LastContact()
+	return !last.IsZero() && time.Since(last) <= leaderContactLimit
 }
