@@ -37,7 +37,7 @@ BENCH_FLAGS    ?=
 
 # Debian packages each target needs. The tests need only Go today; list a package
 # here and `make test` installs it on a fresh machine (CI included).
-TEST_PKGS  :=
+TEST_PKGS  := iproute2
 BENCH_PKGS := haproxy nginx libnginx-mod-stream
 
 DOCKER_IMAGE ?= gobetween:$(VERSION)

@@ -230,6 +230,21 @@ type rpcConn struct {
 	br *bufio.Reader
 }
 
+// abort closes a connection whose call failed with a reset: the kernel drops
+// what it has not delivered yet instead of retransmitting it. Otherwise a
+// forwarded write cut off by a partition would still reach the leader when the
+// network heals, after its caller was told it failed.
+func (pc *rpcConn) abort() {
+	var raw net.Conn = pc.Conn
+	if tc, ok := raw.(interface{ NetConn() net.Conn }); ok {
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = pc.Close()
+}
+
 // call sends req to addr and reads the answer, bounded by ctx. Pooled
 // connections go stale when the peer restarts (rqlite's cluster client notes
 // it): one whose peer has closed it is dropped before use, and a pooled
@@ -247,7 +262,7 @@ func (c *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rp
 			c.put(addr, pc)
 			return resp, nil
 		}
-		_ = pc.Close()
+		pc.abort()
 		if ctx.Err() != nil || req.Op == opApply {
 			return nil, err
 		}
@@ -263,7 +278,7 @@ func (c *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rp
 	pc := &rpcConn{Conn: conn, br: bufio.NewReader(conn)}
 	resp, err := c.roundTrip(ctx, pc, req)
 	if err != nil {
-		_ = pc.Close()
+		pc.abort()
 		return nil, err
 	}
 	c.put(addr, pc)
