@@ -104,17 +104,27 @@ func (h *handlers) listServers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// getServer answers with the server in gobetween 0.8's shape; its origin and
-// revision travel as headers (see setServerHeaders) so that the body can be
-// POSTed or PUT back unchanged.
-func (h *handlers) getServer(w http.ResponseWriter, r *http.Request) {
-	name, ok := serverName(w, r)
+// lookupServer reads the {name} route parameter and the server's entry; it has
+// answered the request (400, 404) when ok is false.
+func (h *handlers) lookupServer(w http.ResponseWriter, r *http.Request) (name string, info ServerInfo, ok bool) {
+	name, ok = serverName(w, r)
 	if !ok {
-		return
+		return "", ServerInfo{}, false
 	}
 	info, found := h.opts.Store.ServerInfo(name)
 	if !found {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("server %q not found", name))
+		return "", ServerInfo{}, false
+	}
+	return name, info, true
+}
+
+// getServer answers with the server in gobetween 0.8's shape; its origin and
+// revision travel as headers (see setServerHeaders) so that the body can be
+// POSTed or PUT back unchanged.
+func (h *handlers) getServer(w http.ResponseWriter, r *http.Request) {
+	_, info, ok := h.lookupServer(w, r)
+	if !ok {
 		return
 	}
 	setServerHeaders(w, info)
@@ -132,13 +142,8 @@ type serverMeta struct {
 }
 
 func (h *handlers) serverMeta(w http.ResponseWriter, r *http.Request) {
-	name, ok := serverName(w, r)
+	name, info, ok := h.lookupServer(w, r)
 	if !ok {
-		return
-	}
-	info, found := h.opts.Store.ServerInfo(name)
-	if !found {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("server %q not found", name))
 		return
 	}
 	meta := serverMeta{Name: name, Origin: info.Origin, Revision: info.Revision, BackendStates: h.opts.Store.BackendStates(name)}
