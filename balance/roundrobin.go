@@ -20,7 +20,14 @@ func (b *roundRobin) Pick(req *Request) (*Candidate, error) {
 	if n == 0 {
 		return nil, ErrNoBackends
 	}
-	return walk(req, b.cands, int((b.next.Add(1)-1)%uint64(n)))
+	start := int((b.next.Add(1) - 1) % uint64(n))
+	c, steps, err := walkFrom(req, b.cands, start)
+	if steps > 0 {
+		// Skipped full or excluded candidates: move the cycle past the one
+		// chosen, or the next pick would choose it again.
+		b.next.Add(uint64(steps))
+	}
+	return c, err
 }
 
 // ipHash maps a client to hash(IP) mod n over the candidates in "host:port"
@@ -46,18 +53,24 @@ func (b *ipHash) Pick(req *Request) (*Candidate, error) {
 
 // walk reserves the first usable candidate from start on, wrapping around.
 func walk(req *Request, cands []*Candidate, start int) (*Candidate, error) {
+	c, _, err := walkFrom(req, cands, start)
+	return c, err
+}
+
+// walkFrom is walk that also says how many candidates it skipped.
+func walkFrom(req *Request, cands []*Candidate, start int) (*Candidate, int, error) {
 	n := len(cands)
 	sawAvailable := false
 	i := start
-	for range n {
+	for steps := range n {
 		c := cands[i]
 		if !excluded(req, c) {
 			sawAvailable = true
 			if reserve(c) {
-				return c, nil
+				return c, steps, nil
 			}
 		}
 		i = next(i, n)
 	}
-	return nil, noPick(sawAvailable)
+	return nil, 0, noPick(sawAvailable)
 }

@@ -125,3 +125,19 @@ func TestIPHash(t *testing.T) {
 		}
 	})
 }
+
+// A skipped full backend must not make its successor come up twice in a row.
+func TestRoundRobinAlternatesAroundAFullBackend(t *testing.T) {
+	cands := newCands(t, spec{addr: "10.0.0.1:80"}, spec{addr: "10.0.0.2:80", max: 1}, spec{addr: "10.0.0.3:80"})
+	orig := append([]*Candidate(nil), cands...)
+	b := mustNew(t, "roundrobin", nil, cands)
+	fill(t, orig[1])
+	prev := ""
+	for i := range 30 {
+		got := pickAddr(t, b, &Request{})
+		if got == prev {
+			t.Fatalf("pick %d: %s twice in a row", i, got)
+		}
+		prev = got
+	}
+}
