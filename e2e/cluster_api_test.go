@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -212,28 +210,8 @@ func TestClusterNoLeaderAnswers503(t *testing.T) {
 	// The survivor is the leader: it has to notice that it lost its quorum.
 	survivor := leader
 	addr := c.host(survivor) + ":" + strconv.Itoa(port)
-	var failures, requests atomic.Int64
-	var lastErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := who(addr); err != nil {
-				failures.Add(1)
-				lastErr.Store(err.Error())
-			}
-			requests.Add(1)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	ld := startLiveLoad(addr)
+	defer ld.Stop()
 
 	stopped := time.Now()
 	for _, i := range []int{(survivor + 1) % 3, (survivor + 2) % 3} {
@@ -270,10 +248,10 @@ func TestClusterNoLeaderAnswers503(t *testing.T) {
 	}
 	// The data plane keeps serving the last applied state.
 	countWho(t, addr, 10)
-	if f := failures.Load(); f != 0 {
-		t.Fatalf("%d of %d requests through the survivor failed after it lost its peers (last: %v)", f, requests.Load(), lastErr.Load())
+	if f := ld.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests through the survivor failed after it lost its peers (last: %v)", f, ld.requests.Load(), ld.lastErr.Load())
 	}
-	if requests.Load() == 0 {
+	if ld.requests.Load() == 0 {
 		t.Fatal("no request went through the survivor")
 	}
 }

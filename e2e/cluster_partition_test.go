@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -184,30 +182,7 @@ func startNodeInNetns(t testing.TB, ns, cfg, dir string) *node {
 }
 
 func netnsNodeConfig(l *netnsLab, i, apiPort, gossip, raftPort int) string {
-	var join []string
-	for j := range 3 {
-		join = append(join, l.addr(j, gossip))
-	}
-	return fmt.Sprintf(`[logging]
-level = "debug"
-output = "stdout"
-
-[api]
-enabled = true
-bind = "%[1]s:%[2]d"
-
-[cluster]
-node_id = "n%[3]d"
-data_dir = "data"
-bind = "%[1]s:%[4]d"
-raft_bind = "%[1]s:%[5]d"
-join = %[6]s
-bootstrap_expect = 3
-servers_host = "%[1]s"
-
-[defaults]
-drain_timeout = "1s"
-`, l.host(i), apiPort, i+1, gossip, raftPort, tomlList(join...))
+	return clusterNodeConfig([3]string{l.host(0), l.host(1), l.host(2)}, i, apiPort, gossip, raftPort, "")
 }
 
 // A node cut off from its peers (the bridge side still reaching it) keeps
@@ -248,28 +223,8 @@ func TestClusterPartitionedNodeServesAndRefusesWrites(t *testing.T) {
 	}
 
 	// Clients hammer the cut-off node from the bridge side throughout.
-	var failures, requests atomic.Int64
-	var lastErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := who(l.addr(cut, port)); err != nil {
-				failures.Add(1)
-				lastErr.Store(err.Error())
-			}
-			requests.Add(1)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	ld := startLiveLoad(l.addr(cut, port))
+	stopLoad := ld.Stop
 	defer stopLoad()
 
 	cutAt := time.Now()
@@ -346,8 +301,8 @@ func TestClusterPartitionedNodeServesAndRefusesWrites(t *testing.T) {
 	if _, err := who(l.addr(cut, port2)); err == nil {
 		t.Fatalf("the cut-off node serves a server written after the partition")
 	}
-	if f := failures.Load(); f != 0 {
-		t.Fatalf("%d of %d requests through the cut-off node failed during the partition (last: %v)", f, requests.Load(), lastErr.Load())
+	if f := ld.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests through the cut-off node failed during the partition (last: %v)", f, ld.requests.Load(), ld.lastErr.Load())
 	}
 
 	healAt := time.Now()
@@ -362,8 +317,8 @@ func TestClusterPartitionedNodeServesAndRefusesWrites(t *testing.T) {
 	})
 	t.Logf("heal -> cut-off node serves the partition's write: %v", time.Since(healAt))
 	stopLoad()
-	if f := failures.Load(); f != 0 {
-		t.Fatalf("%d of %d requests through the cut-off node failed (last: %v)", f, requests.Load(), lastErr.Load())
+	if f := ld.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests through the cut-off node failed (last: %v)", f, ld.requests.Load(), ld.lastErr.Load())
 	}
 
 	// One cluster again, and the refused write was never applied anywhere.

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,31 +35,7 @@ func (c *testCluster) api(i int) apiClient {
 }
 
 func (c *testCluster) config(i int) string {
-	var join []string
-	for j := range 3 {
-		join = append(join, c.host(j)+":"+strconv.Itoa(c.gossip))
-	}
-	return fmt.Sprintf(`[logging]
-level = "debug"
-output = "stdout"
-
-[api]
-enabled = true
-bind = "%[1]s:%[2]d"
-
-[cluster]
-node_id = "n%[3]d"
-data_dir = "data"
-bind = "%[1]s:%[4]d"
-raft_bind = "%[1]s:%[5]d"
-join = %[6]s
-bootstrap_expect = 3
-servers_host = "%[1]s"
-
-[defaults]
-drain_timeout = "1s"
-
-%[7]s`, c.host(i), c.apiPort, i+1, c.gossip, c.raft, tomlList(join...), c.extra)
+	return clusterNodeConfig([3]string{c.host(0), c.host(1), c.host(2)}, i, c.apiPort, c.gossip, c.raft, c.extra)
 }
 
 func (c *testCluster) start(i int) {
@@ -166,28 +140,11 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 
 	// Hammer the two survivors while the leader is killed.
 	survivors := []int{(leader + 1) % 3, (leader + 2) % 3}
-	var failures, requests atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var addrs []string
 	for _, i := range survivors {
-		addr := c.host(i) + ":" + strconv.Itoa(port)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := who(addr); err != nil {
-					failures.Add(1)
-				}
-				requests.Add(1)
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
+		addrs = append(addrs, c.host(i)+":"+strconv.Itoa(port))
 	}
+	ld := startLiveLoad(addrs...)
 	killed := time.Now()
 	c.nodes[leader].signal(syscall.SIGKILL)
 	c.nodes[leader].waitExit(5 * time.Second)
@@ -204,10 +161,9 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 		return nil
 	})
 	t.Logf("leader killed -> write accepted: %v", time.Since(killed))
-	close(stop)
-	wg.Wait()
-	if f := failures.Load(); f != 0 {
-		t.Fatalf("%d of %d requests to the surviving nodes failed while the leader was lost", f, requests.Load())
+	ld.Stop()
+	if f := ld.failures.Load(); f != 0 {
+		t.Fatalf("%d of %d requests to the surviving nodes failed while the leader was lost (last: %v)", f, ld.requests.Load(), ld.lastErr.Load())
 	}
 	c.waitServingEverywhere(port2, 5*time.Second, survivors...)
 

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -123,4 +126,72 @@ func requireNoLeaderError(t testing.TB, code int, body string) {
 	if !strings.Contains(strings.ToLower(e.Error), "leader") {
 		t.Fatalf("503 error does not say there is no leader: %q", e.Error)
 	}
+}
+
+// liveLoad sends requests through some addresses in a loop (one client per
+// address, a request every 5 ms) and counts the ones that fail, until Stop.
+// Unlike startLoad (signal_test.go), its counters can be read while it runs,
+// which the cluster tests need to check a phase (a partition) mid-way.
+type liveLoad struct {
+	failures, requests atomic.Int64
+	lastErr            atomic.Value // string
+	stop               chan struct{}
+	wg                 sync.WaitGroup
+	Stop               func() // idempotent: stops the clients and waits for them
+}
+
+func startLiveLoad(addrs ...string) *liveLoad {
+	l := &liveLoad{stop: make(chan struct{})}
+	l.Stop = sync.OnceFunc(func() { close(l.stop); l.wg.Wait() })
+	for _, addr := range addrs {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				if _, err := who(addr); err != nil {
+					l.failures.Add(1)
+					l.lastErr.Store(err.Error())
+				}
+				l.requests.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+// clusterNodeConfig is the config of node i (0-based) of a three-node test
+// cluster whose node j runs on hosts[j], all with the same ports; extra is
+// appended (server sections).
+func clusterNodeConfig(hosts [3]string, i, apiPort, gossip, raftPort int, extra string) string {
+	var join []string
+	for _, h := range hosts {
+		join = append(join, h+":"+strconv.Itoa(gossip))
+	}
+	return fmt.Sprintf(`[logging]
+level = "debug"
+output = "stdout"
+
+[api]
+enabled = true
+bind = "%[1]s:%[2]d"
+
+[cluster]
+node_id = "n%[3]d"
+data_dir = "data"
+bind = "%[1]s:%[4]d"
+raft_bind = "%[1]s:%[5]d"
+join = %[6]s
+bootstrap_expect = 3
+servers_host = "%[1]s"
+
+[defaults]
+drain_timeout = "1s"
+
+%[7]s`, hosts[i], apiPort, i+1, gossip, raftPort, tomlList(join...), extra)
 }
