@@ -8,6 +8,7 @@ const (
 	DefaultDrainTimeout   = 30 * time.Second
 	DefaultSniReadTimeout = 2 * time.Second
 	DefaultMaxVoters      = 5
+	DefaultReportInterval = time.Second
 )
 
 // ApplyDefaults fills every default of gobetween 0.8 and of the new keys into c.
@@ -30,8 +31,11 @@ func (c *Config) ApplyDefaults() {
 		setString(&c.Acme.HttpBind, "0.0.0.0:80")
 		setString(&c.Acme.CacheDir, "/tmp")
 	}
-	if c.Cluster != nil && c.Cluster.MaxVoters == 0 {
-		c.Cluster.MaxVoters = DefaultMaxVoters
+	if c.Cluster != nil {
+		if c.Cluster.MaxVoters == 0 {
+			c.Cluster.MaxVoters = DefaultMaxVoters
+		}
+		setDur(&c.Cluster.ReportInterval, DefaultReportInterval)
 	}
 	completeConnectionOptions(&c.Defaults)
 	for name, s := range c.Servers {
@@ -122,6 +126,7 @@ func (h *Healthcheck) applyDefaults() {
 		h.Passes = 1
 	}
 	setString(&h.InitialStatus, "healthy")
+	setString(&h.ClusterVerdict, "majority")
 	if k, ok := healthcheckKinds[h.Kind]; ok && k.defaults != nil {
 		k.defaults(h)
 	}

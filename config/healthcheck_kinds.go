@@ -47,6 +47,11 @@ func (h *Healthcheck) validate(protocol, path string, ps *problems) {
 	if h.InitialStatus != "healthy" && h.InitialStatus != "unhealthy" {
 		ps.add(sub(path, "initial_status"), "unknown status %q (want healthy or unhealthy)", h.InitialStatus)
 	}
+	switch h.ClusterVerdict {
+	case "majority", "any", "all", "local":
+	default:
+		ps.add(sub(path, "cluster_verdict"), "unknown verdict %q (want majority, any, all or local)", h.ClusterVerdict)
+	}
 	if ok && kind.validate != nil {
 		kind.validate(h, protocol, path, ps)
 	}

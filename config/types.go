@@ -77,6 +77,10 @@ type Cluster struct {
 	EncryptKey      string      `toml:"encrypt_key" json:"encrypt_key"`
 	ServersHost     string      `toml:"servers_host" json:"servers_host"`
 	MaxVoters       int         `toml:"max_voters" json:"max_voters"`
+	// ReportInterval is how often this node gossips what it observes of every
+	// backend (health verdict, connections, bytes per second); a health flip or
+	// a change on a backend with max_connections goes out at once.
+	ReportInterval Duration `toml:"report_interval" json:"report_interval"`
 	Tls             *ClusterTls `toml:"tls" json:"tls"`
 }
 
@@ -173,6 +177,10 @@ type Healthcheck struct {
 	Fails         int      `toml:"fails" json:"fails"`
 	Passes        int      `toml:"passes" json:"passes"`
 	InitialStatus string   `toml:"initial_status" json:"initial_status"` // healthy, unhealthy
+	// ClusterVerdict (new) decides, in a cluster, which nodes' verdicts put a
+	// backend in the healthy set every node picks from: majority (of the live
+	// nodes that check it), any, all, or local (this node's own verdict only).
+	ClusterVerdict string `toml:"cluster_verdict" json:"cluster_verdict"`
 
 	// probe
 	ProbeProtocol string `toml:"probe_protocol" json:"probe_protocol,omitempty"` // tcp, udp, tls

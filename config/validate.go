@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Validate checks c, after ApplyDefaults, and returns every problem at once: an
@@ -140,6 +141,11 @@ func (c *Cluster) validate(path string, ps *problems) {
 	}
 	if c.MaxVoters < 1 {
 		ps.add(sub(path, "max_voters"), "must be >= 1, got %d", c.MaxVoters)
+	}
+	if err := c.ReportInterval.Err(); err != nil {
+		ps.add(sub(path, "report_interval"), "%v", err)
+	} else if d := c.ReportInterval.D; d < 50*time.Millisecond || d > time.Minute {
+		ps.add(sub(path, "report_interval"), "must be between 50ms and 1m, got %s", d)
 	}
 	if c.EncryptKey != "" {
 		key, err := base64.StdEncoding.DecodeString(c.EncryptKey)

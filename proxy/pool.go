@@ -41,10 +41,16 @@ type backend struct {
 	// is stored no connection starts relaying to the backend.
 	admin atomic.Uint32
 
+	// remoteConns is the other live nodes' open connections to the backend,
+	// as last reported (also in load, which has no getter for it).
+	remoteConns atomic.Int64
+
 	// Guarded by pool.mu; written only by a rebuild.
 	cfg        config.Backend
 	discovered bool
-	live       bool
+	live       bool // the cluster verdict: what this node routes by
+	local      bool // this node's own verdict (its monitor's)
+	checked    bool // local and live hold a verdict
 
 	// Owned by the server loop's ticker.
 	lastRx, lastTx uint64
@@ -127,6 +133,7 @@ var emptySnapshot = &snapshot{}
 // pool is the backends of one server and the snapshot built from them. Rebuilds
 // are serialised by rebuildMu; the connection path only loads snap.
 type pool struct {
+	rt          *Runtime // the view of the peers
 	server      string
 	log         *slog.Logger
 	newBalancer func(string, *config.Sni, []*balance.Candidate) (balance.Balancer, error)
@@ -141,6 +148,7 @@ type pool struct {
 	backends   map[string]*backend
 	strategy   string
 	sni        *config.Sni
+	policy     verdictPolicy    // healthcheck.cluster_verdict
 	pending    []config.Backend // the last list discovery delivered, not yet applied
 	hasPending bool
 	discGen    uint64 // the running discovery's generation; older deliveries are dropped
@@ -150,15 +158,17 @@ type pool struct {
 	overrides map[string]uint32
 }
 
-func newPool(server string, log *slog.Logger, nb func(string, *config.Sni, []*balance.Candidate) (balance.Balancer, error), cfg config.Server, overrides map[string]uint32) *pool {
+func newPool(rt *Runtime, server string, log *slog.Logger, cfg config.Server, policy verdictPolicy, overrides map[string]uint32) *pool {
 	p := &pool{
+		rt:          rt,
 		server:      server,
 		log:         log,
-		newBalancer: nb,
+		newBalancer: rt.opts.NewBalancer,
 		kick:        make(chan struct{}, 1),
 		backends:    make(map[string]*backend),
 		strategy:    cfg.Balance,
 		sni:         cfg.Sni,
+		policy:      policy,
 		overrides:   maps.Clone(overrides),
 	}
 	p.snap.Store(emptySnapshot)
@@ -247,6 +257,11 @@ func (p *pool) setStrategy(strategy string, sni *config.Sni) error {
 func (p *pool) rebuild() error {
 	p.rebuildMu.Lock()
 	defer p.rebuildMu.Unlock()
+	return p.rebuildLocked()
+}
+
+// rebuildLocked is rebuild with rebuildMu held.
+func (p *pool) rebuildLocked() error {
 	p.mu.Lock()
 	strategy, sni := p.strategy, p.sni
 	p.mu.Unlock()
@@ -259,11 +274,13 @@ func (p *pool) rebuild() error {
 	return nil
 }
 
-// build applies the pending discovery list, refreshes health verdicts and
-// returns a snapshot of the discovered, healthy backends. Called with
-// rebuildMu held.
+// build applies the pending discovery list, refreshes health verdicts and the
+// peers' loads, and returns a snapshot of the discovered backends the cluster
+// verdict finds healthy. Called with rebuildMu held.
 func (p *pool) build(strategy string, sni *config.Sni) (*snapshot, error) {
+	view := p.rt.view()
 	p.mu.Lock()
+	policy := p.policy
 	targetsChanged := false
 	if p.hasPending {
 		targetsChanged = p.applyListLocked(p.pending)
@@ -288,10 +305,14 @@ func (p *pool) build(strategy string, sni *config.Sni) (*snapshot, error) {
 	// Drained and disabled backends stay in the monitor's targets, so that
 	// their verdict is current when they come back into rotation.
 	live := make([]bool, len(discovered))
+	local := make([]bool, len(discovered))
 	cands := make([]*balance.Candidate, 0, len(discovered))
 	byLoad := make(map[*balance.Load]*backend, len(discovered))
 	for i, b := range discovered {
-		live[i] = p.monitor == nil || p.monitor.Healthy(b.target)
+		local[i] = p.monitor == nil || p.monitor.Healthy(b.target)
+		pb := peerBackend(view, p.server, b.key)
+		b.setRemote(pb)
+		live[i] = policy.healthy(local[i], pb)
 		if live[i] && b.inRotation() {
 			cands = append(cands, balance.NewCandidate(b.cfg, &b.load))
 			byLoad[&b.load] = b
@@ -299,7 +320,7 @@ func (p *pool) build(strategy string, sni *config.Sni) (*snapshot, error) {
 	}
 	p.mu.Lock()
 	for i, b := range discovered {
-		b.live = live[i]
+		b.live, b.local, b.checked = live[i], local[i], true
 	}
 	p.mu.Unlock()
 
@@ -377,16 +398,21 @@ func perSecond(delta uint64, elapsed time.Duration) uint64 {
 }
 
 // stats lists the discovered backends and the undiscovered ones still
-// relaying, sorted by address.
-func (p *pool) stats() []BackendStats {
+// relaying, sorted by address. nodeID names this node in the cluster section.
+func (p *pool) stats(nodeID string) []BackendStats {
+	type entry struct {
+		st  BackendStats
+		key string
+	}
 	p.mu.Lock()
-	out := make([]BackendStats, 0, len(p.backends))
+	policy := p.policy.String()
+	entries := make([]entry, 0, len(p.backends))
 	for _, b := range p.backends {
 		active := b.active.Load()
 		if !b.discovered && active == 0 {
 			continue
 		}
-		out = append(out, BackendStats{
+		entries = append(entries, entry{key: b.key, st: BackendStats{
 			Backend: b.cfg,
 			Stats: BackendCounters{
 				Live:               b.live,
@@ -399,10 +425,30 @@ func (p *pool) stats() []BackendStats {
 				RxSecond:           b.rxSec.Load(),
 				TxSecond:           b.txSec.Load(),
 				State:              stateName(b.admin.Load()),
+				Cluster: BackendCluster{
+					ActiveConnections: b.load.Active() + b.remoteConns.Load(),
+					Healthy:           b.live,
+					Policy:            policy,
+					Nodes:             make(map[string]bool),
+				},
 			},
-		})
+		}})
+		if b.checked {
+			entries[len(entries)-1].st.Stats.Cluster.Nodes[nodeID] = b.local
+		}
 	}
 	p.mu.Unlock()
+	// The peers' verdicts are looked up outside pool.mu: stats may be slow.
+	view := p.rt.view()
+	out := make([]BackendStats, len(entries))
+	for i, e := range entries {
+		if view != nil {
+			for _, v := range view.Verdicts(p.server, e.key) {
+				e.st.Stats.Cluster.Nodes[v.Node] = v.Healthy
+			}
+		}
+		out[i] = e.st
+	}
 	slices.SortFunc(out, func(a, b BackendStats) int { return compareBackends(a.Target, b.Target) })
 	return out
 }

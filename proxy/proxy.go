@@ -54,6 +54,9 @@ type Options struct {
 	// sharing one config can run on one machine (127.0.0.1, 127.0.0.2, …).
 	// A bind with a specific host is used as written.
 	ServersHost string
+	// NodeID is the name of this node in stats (BackendCluster.Nodes); ""
+	// is "local".
+	NodeID string
 }
 
 // Administrative states of a backend, the values of ApplyState's overrides and

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobetween/gobetween/config"
@@ -32,6 +33,11 @@ type Runtime struct {
 	// host:port; a server that starts later (Upsert, a retried start) takes its
 	// entry.
 	overrides map[string]map[string]uint32
+
+	// running is servers in name order, republished under mu at every change,
+	// for SetPeers and Observe, which never wait for a reconcile.
+	running atomic.Pointer[[]*server]
+	peers   atomic.Pointer[peerState] // the last SetPeers; nil: none yet
 }
 
 // New returns a Runtime with no servers.
@@ -156,6 +162,12 @@ func (r *Runtime) upsertLocked(ctx context.Context, name string, cfg config.Serv
 		return fmt.Errorf("server %q: %w", name, err)
 	}
 	r.servers[name] = s
+	r.publishRunningLocked()
+	// A SetPeers that listed the servers before s was published has stored its
+	// view before this reads it: s takes it now.
+	if err := s.pool.syncPeers(); err != nil {
+		s.log.Error("backends not updated; clients are refused", "err", err)
+	}
 	return nil
 }
 
@@ -175,6 +187,7 @@ func (r *Runtime) Remove(name string) bool {
 func (r *Runtime) removeLocked(name string) {
 	s := r.servers[name]
 	delete(r.servers, name)
+	r.publishRunningLocked()
 	s.stopAccepting()
 	r.draining[s] = struct{}{}
 	go func() {

@@ -87,6 +87,10 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 	if err != nil {
 		return nil, err
 	}
+	policy, err := policyOf(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if rt.opts.NewBalancer == nil {
 		return nil, errors.New("no balancer constructor (Options.NewBalancer is nil)")
 	}
@@ -101,7 +105,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 		drained:  make(chan struct{}),
 	}
 	s.settings.Store(st)
-	s.pool = newPool(name, s.log, rt.opts.NewBalancer, cfg, rt.overrides[name])
+	s.pool = newPool(rt, name, s.log, cfg, policy, rt.overrides[name])
 	if rt.opts.NewMonitor != nil {
 		m, err := rt.opts.NewMonitor(name, healthcheckOf(cfg), s.pool.onHealthChange)
 		if err != nil {
@@ -159,6 +163,10 @@ func (s *server) update(ctx context.Context, cfg config.Server) error {
 	if err != nil {
 		return err
 	}
+	policy, err := policyOf(cfg)
+	if err != nil {
+		return err
+	}
 	old, applied := s.cfg, cfg
 	var errs []error
 	s.settings.Store(st)
@@ -175,12 +183,23 @@ func (s *server) update(ctx context.Context, cfg config.Server) error {
 			applied.Discovery = old.Discovery
 		}
 	}
-	if s.pool.monitor != nil && !(config.Server{Healthcheck: cfg.Healthcheck}).Equal(config.Server{Healthcheck: old.Healthcheck}) {
-		if err := s.pool.monitor.Reconfigure(healthcheckOf(cfg)); err != nil {
-			errs = append(errs, fmt.Errorf("healthcheck: %w", err))
-			applied.Healthcheck = old.Healthcheck
+	if !(config.Server{Healthcheck: cfg.Healthcheck}).Equal(config.Server{Healthcheck: old.Healthcheck}) {
+		reconfigured := true
+		if s.pool.monitor != nil {
+			if err := s.pool.monitor.Reconfigure(healthcheckOf(cfg)); err != nil {
+				errs = append(errs, fmt.Errorf("healthcheck: %w", err))
+				applied.Healthcheck = old.Healthcheck
+				reconfigured = false
+			}
+			s.pool.wake()
 		}
-		s.pool.wake()
+		// The cluster verdict is part of the health check: it changes with
+		// the rest of it, so that the config as applied tells the truth.
+		if reconfigured {
+			if err := s.pool.setPolicy(policy); err != nil {
+				errs = append(errs, fmt.Errorf("backends not updated; clients are refused: %w", err))
+			}
+		}
 	}
 	if cfg.Bind != old.Bind || cfg.Protocol != old.Protocol || len(s.listeners) == 0 {
 		if err := s.rebind(ctx, cfg.Bind); err != nil {
@@ -409,7 +428,7 @@ func (s *server) stats(bind string) ServerStats {
 		TxTotal:            s.tx.Load(),
 		RxSecond:           s.rxSec.Load(),
 		TxSecond:           s.txSec.Load(),
-		Backends:           s.pool.stats(),
+		Backends:           s.pool.stats(s.rt.nodeID()),
 		Bind:               bind,
 	}
 }

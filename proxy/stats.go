@@ -26,6 +26,8 @@ type BackendStats struct {
 
 // BackendCounters are one backend's live state and counters.
 type BackendCounters struct {
+	// Live is the cluster verdict (Cluster.Healthy): whether this node routes
+	// to the backend, drain and disable aside.
 	Live               bool   `json:"live"`
 	Discovered         bool   `json:"discovered"`
 	TotalConnections   int64  `json:"total_connections"`
@@ -38,4 +40,22 @@ type BackendCounters struct {
 	// State is the administrative state: BackendDrain, BackendDisable, or
 	// empty when the backend is in rotation.
 	State string `json:"state,omitempty"`
+	// Cluster is the backend as the cluster sees it. Live above is the same
+	// cluster verdict: what this node routes by.
+	Cluster BackendCluster `json:"cluster"`
+}
+
+// BackendCluster is one backend across the live nodes of the cluster, from this
+// node's own state and the other nodes' last reports.
+type BackendCluster struct {
+	// ActiveConnections is this node's open and in-flight connections to the
+	// backend plus the other live nodes' last reports.
+	ActiveConnections int64 `json:"active_connections"`
+	// Healthy is the cluster verdict under Policy.
+	Healthy bool `json:"healthy"`
+	// Policy is the server's healthcheck.cluster_verdict.
+	Policy string `json:"policy"`
+	// Nodes is each reporting node's own verdict, this node (Options.NodeID)
+	// included.
+	Nodes map[string]bool `json:"nodes"`
 }
