@@ -114,6 +114,17 @@ type ClusterStatus struct {
 	// Revision is the last log index this node has applied.
 	Revision uint64          `json:"revision"`
 	Members  []ClusterMember `json:"members"`
+	// Gossip is this node's traffic on the gossip layer; absent on a node
+	// without one.
+	Gossip *GossipStatus `json:"gossip,omitempty"`
+}
+
+// GossipStatus counts this node's gossip traffic since it started.
+type GossipStatus struct {
+	BytesSent       uint64 `json:"bytes_sent"`
+	BytesReceived   uint64 `json:"bytes_received"`
+	ReportsSent     uint64 `json:"reports_sent"`     // observed-state reports published
+	ReportsReceived uint64 `json:"reports_received"` // other nodes' reports accepted
 }
 
 // ClusterMember is one node as Raft and gossip see it.
@@ -122,6 +133,13 @@ type ClusterMember struct {
 	Address string `json:"address"`
 	Raft    string `json:"raft"`   // "leader", "voter", "nonvoter" or "none"
 	Gossip  string `json:"gossip"` // "alive", "suspect", "dead", "left" or "none"
+	// LastReport is when this node last received the member's observed-state
+	// report (for this node itself: when it last published one); ReportSeq is
+	// that report's sequence number and ReportBackends how many backends it
+	// covered.
+	LastReport     *time.Time `json:"last_report,omitempty"`
+	ReportSeq      uint64     `json:"report_seq,omitempty"`
+	ReportBackends int        `json:"report_backends,omitempty"`
 }
 
 // Sentinels a Store wraps so that the API can answer with the right status code.

@@ -44,7 +44,24 @@ type gossipOptions struct {
 	Key       []byte
 	Meta      nodeMeta
 	Logger    *slog.Logger
-	OnChange  func() // called (never blocking) on join, update and leave events
+	OnChange  func()        // called (never blocking) on join, update and leave events
+	Reports   reportHandler // observed-state messages; nil: none
+}
+
+// reportHandler is the observed-state side of the gossip delegate
+// (observer.go). memberlist calls it from its receive loops: no method blocks.
+type reportHandler interface {
+	// receive handles one user message, from a broadcast or a reliable send;
+	// buf is valid only during the call. It returns the origin of a report
+	// that was accepted and fits a broadcast, for relaying, or "".
+	receive(buf []byte) (relay string)
+	// localState is every report this node holds, for push/pull.
+	localState() []byte
+	// mergeState merges a peer's localState; buf is valid only during the call.
+	mergeState(buf []byte)
+	// memberState tells that a member became alive (join, update) or was lost
+	// (dead or left).
+	memberState(name string, alive bool)
 }
 
 // gossiper is the membership layer: memberlist (gossip_memberlist.go).
@@ -55,6 +72,18 @@ type gossiper interface {
 	localAddr() string
 	leave(timeout time.Duration) error
 	shutdown() error
+	// broadcast queues msg for gossip under name; it replaces a queued
+	// message of the same name.
+	broadcast(name string, msg []byte)
+	// sendReliable sends msg over TCP to the member named to.
+	sendReliable(to string, msg []byte) error
+	// sendBestEffort sends msg in one UDP packet to the member named to.
+	sendBestEffort(to string, msg []byte) error
+	// aliveOthers returns the names of the other members memberlist holds alive
+	// (or suspect).
+	aliveOthers() []string
+	// traffic returns the bytes sent and received on the gossip port, UDP and TCP.
+	traffic() (sent, received uint64)
 }
 
 func decodeMeta(b []byte) (nodeMeta, bool) {

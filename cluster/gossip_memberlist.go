@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -23,10 +24,17 @@ type mlGossip struct {
 	ml   *memberlist.Memberlist
 	del  *mlDelegate
 	name string
+	tr   *meteredTransport
 }
 
 type mlDelegate struct {
 	onChange func()
+	reports  reportHandler // nil: user messages are ignored
+	queue    *memberlist.TransmitLimitedQueue
+	alive    atomic.Int64 // members alive in known, this node included
+	// relayAbove: with more members than this, a round of the origin's gossip
+	// does not reach every other member, so receivers relay reports too.
+	relayAbove int
 
 	mu    sync.Mutex
 	meta  []byte
@@ -64,14 +72,32 @@ func newGossip(o gossipOptions) (gossiper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip meta: %w", err)
 	}
-	d := &mlDelegate{onChange: o.OnChange, meta: meta, known: map[string]gossipMember{}}
+	d := &mlDelegate{
+		onChange: o.OnChange, reports: o.Reports, meta: meta, known: map[string]gossipMember{},
+		relayAbove: cfg.GossipNodes + 1,
+	}
+	d.queue = &memberlist.TransmitLimitedQueue{NumNodes: d.numMembers, RetransmitMult: cfg.RetransmitMult}
 	cfg.Delegate = d
 	cfg.Events = d
-	ml, err := memberlist.Create(cfg)
+	// The transport counts the traffic (GossipStats). memberlist adopts the
+	// bound port as it does for its own transport.
+	tr, err := newMeteredTransport(host, port, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", o.Bind, err)
 	}
-	return &mlGossip{ml: ml, del: d, name: o.Name}, nil
+	cfg.Transport = tr
+	if port == 0 {
+		cfg.BindPort = tr.port()
+		if o.Advertise == "" || cfg.AdvertisePort == 0 {
+			cfg.AdvertisePort = cfg.BindPort
+		}
+	}
+	ml, err := memberlist.Create(cfg)
+	if err != nil {
+		_ = tr.Shutdown()
+		return nil, fmt.Errorf("gossip on %s: %w", o.Bind, err)
+	}
+	return &mlGossip{ml: ml, del: d, name: o.Name, tr: tr}, nil
 }
 
 func splitHostPort(hp string) (string, int, error) {
@@ -123,6 +149,59 @@ func (g *mlGossip) leave(timeout time.Duration) error {
 
 func (g *mlGossip) shutdown() error { return g.ml.Shutdown() }
 
+func (g *mlGossip) broadcast(name string, msg []byte) {
+	g.del.queue.QueueBroadcast(namedBroadcast{name: name, msg: msg})
+}
+
+func (g *mlGossip) sendReliable(to string, msg []byte) error {
+	return g.sendTo(to, msg, g.ml.SendReliable)
+}
+
+func (g *mlGossip) sendBestEffort(to string, msg []byte) error {
+	return g.sendTo(to, msg, g.ml.SendBestEffort)
+}
+
+func (g *mlGossip) sendTo(to string, msg []byte, send func(*memberlist.Node, []byte) error) error {
+	for _, m := range g.ml.Members() {
+		if m.Name == to {
+			if err := send(m, msg); err != nil {
+				return fmt.Errorf("gossip send to %s: %w", to, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("gossip send to %s: not an alive member", to)
+}
+
+func (g *mlGossip) aliveOthers() []string {
+	var out []string
+	for _, m := range g.ml.Members() {
+		if m.Name != g.name {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+func (g *mlGossip) traffic() (sent, received uint64) {
+	return g.tr.sent.Load(), g.tr.received.Load()
+}
+
+// namedBroadcast is a memberlist broadcast that replaces a queued one of the
+// same name, so at most one version per name is ever queued.
+type namedBroadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b namedBroadcast) Name() string    { return b.name }
+func (b namedBroadcast) Message() []byte { return b.msg }
+func (b namedBroadcast) Finished()       {}
+func (b namedBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	nb, ok := o.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.name
+}
+
 // NodeMeta implements memberlist.Delegate.
 func (d *mlDelegate) NodeMeta(limit int) []byte {
 	d.mu.Lock()
@@ -133,10 +212,45 @@ func (d *mlDelegate) NodeMeta(limit int) []byte {
 	return bytes.Clone(d.meta)
 }
 
-func (d *mlDelegate) NotifyMsg([]byte)                           {}
-func (d *mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *mlDelegate) LocalState(join bool) []byte                { return nil }
-func (d *mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
+// NotifyMsg implements memberlist.Delegate. It runs in memberlist's receive
+// loops: the handler decodes (copying what it keeps) and merges without
+// blocking. An accepted report small enough for a broadcast is relayed in a
+// cluster larger than one gossip round's fan-out.
+func (d *mlDelegate) NotifyMsg(b []byte) {
+	if d.reports == nil || len(b) == 0 {
+		return
+	}
+	origin := d.reports.receive(b)
+	if origin != "" && len(b) <= maxBroadcastReport && d.numMembers() > d.relayAbove {
+		d.queue.QueueBroadcast(namedBroadcast{name: reportBroadcastName(origin), msg: bytes.Clone(b)})
+	}
+}
+
+// GetBroadcasts implements memberlist.Delegate.
+func (d *mlDelegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+
+// LocalState implements memberlist.Delegate: every report this node holds, so
+// a joiner gets all of them in one exchange.
+func (d *mlDelegate) LocalState(join bool) []byte {
+	if d.reports == nil {
+		return nil
+	}
+	return d.reports.localState()
+}
+
+// MergeRemoteState implements memberlist.Delegate.
+func (d *mlDelegate) MergeRemoteState(buf []byte, join bool) {
+	if d.reports == nil || len(buf) == 0 {
+		return
+	}
+	d.reports.mergeState(buf)
+}
+
+// numMembers counts the alive members from the events, not from memberlist,
+// whose lock may be held where the queue asks.
+func (d *mlDelegate) numMembers() int { return max(int(d.alive.Load()), 1) }
 
 // NotifyJoin, NotifyUpdate and NotifyLeave implement memberlist.EventDelegate;
 // memberlist never calls them concurrently.
@@ -162,7 +276,17 @@ func (d *mlDelegate) record(n *memberlist.Node, state string) {
 		meta = prev.Meta
 	}
 	d.known[n.Name] = gossipMember{Name: n.Name, Addr: n.Address(), Meta: meta, State: state}
+	var alive int64
+	for _, m := range d.known {
+		if m.State == GossipAlive {
+			alive++
+		}
+	}
+	d.alive.Store(alive)
 	d.mu.Unlock()
+	if d.reports != nil {
+		d.reports.memberState(n.Name, state == GossipAlive)
+	}
 	if d.onChange != nil {
 		d.onChange()
 	}

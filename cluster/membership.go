@@ -180,6 +180,13 @@ func (n *Node) Members() []Member {
 			m.Gossip, m.GossipAddress = g.State, g.Addr
 		}
 	}
+	if n.obs != nil {
+		for id, r := range n.obs.reportInfo() {
+			if m, ok := byID[id]; ok {
+				m.LastReport, m.ReportSeq, m.ReportBackends = r.Received, r.Seq, r.Backends
+			}
+		}
+	}
 	slices.SortFunc(out, func(a, b *Member) int { return cmp.Compare(a.ID, b.ID) })
 	res := make([]Member, len(out))
 	for i, m := range out {
@@ -291,16 +298,18 @@ func (n *Node) run(ctx context.Context) {
 	rec := &reconciler{n: n, since: map[string]time.Time{}}
 	var nextJoin time.Time
 	for {
-		if n.gossip != nil && len(n.opts.Join) > 0 && time.Now().After(nextJoin) {
-			joined := n.aliveOthers() > 0
-			if !joined || n.missingMembers() {
-				n.joinInBackground()
-			}
+		if n.gossip != nil && time.Now().After(nextJoin) {
 			// Retry each second until another member answers, then now and
 			// then while a Raft member is missing from gossip.
 			wait := time.Second
-			if joined {
-				wait = rejoinInterval/2 + rand.N(rejoinInterval)
+			if addrs := n.rejoinAddrs(); len(addrs) > 0 {
+				joined := n.aliveOthers() > 0
+				if !joined || n.missingMembers() {
+					n.joinInBackground(addrs)
+				}
+				if joined {
+					wait = rejoinInterval/2 + rand.N(rejoinInterval)
+				}
 			}
 			nextJoin = time.Now().Add(wait)
 		}
@@ -321,6 +330,25 @@ func (n *Node) run(ctx context.Context) {
 		case <-n.nudge:
 		}
 	}
+}
+
+// rejoinAddrs is what the loop joins: the configured join addresses and the
+// last gossip addresses of Raft members that gossip holds dead (not left), so
+// a node started without join addresses (the one that bootstrapped) heals a
+// partition too: memberlist stops probing dead members and never rejoins them
+// by itself.
+func (n *Node) rejoinAddrs() []string {
+	addrs := slices.Clone(n.opts.Join)
+	raftIDs := map[string]bool{}
+	for _, s := range n.raftServers() {
+		raftIDs[string(s.ID)] = true
+	}
+	for _, g := range n.gossip.members() {
+		if g.State == GossipDead && g.Name != n.id && raftIDs[g.Name] && g.Addr != "" && !slices.Contains(addrs, g.Addr) {
+			addrs = append(addrs, g.Addr)
+		}
+	}
+	return addrs
 }
 
 // missingMembers reports whether a Raft member is not alive in gossip (or
@@ -418,17 +446,17 @@ func (n *Node) aliveOthers() int {
 	return k
 }
 
-// joinInBackground joins the configured addresses without holding up the loop
-// or Close: a blackholed address takes memberlist's TCP timeout. At most one
-// join runs at a time.
-func (n *Node) joinInBackground() {
+// joinInBackground joins addrs without holding up the loop or Close: a
+// blackholed address takes memberlist's TCP timeout. At most one join runs at
+// a time.
+func (n *Node) joinInBackground(addrs []string) {
 	if !n.joining.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer n.joining.Store(false)
-		if _, err := n.gossip.join(n.opts.Join); err != nil && !n.isClosed() {
-			n.log.Debug("join: some addresses did not answer", "join", n.opts.Join, "err", err)
+		if _, err := n.gossip.join(addrs); err != nil && !n.isClosed() {
+			n.log.Debug("join: some addresses did not answer", "join", addrs, "err", err)
 		}
 		n.wake()
 	}()

@@ -63,6 +63,11 @@ type Options struct {
 	EncryptKey      []byte      // memberlist SecretKey (16, 24 or 32 bytes); nodes without it cannot join
 	MaxVoters       int         // voters the leader promotes up to; default 5
 	TLS             *tls.Config // mutual TLS for the cluster port (Raft and forwarding); nil: plain TCP
+	// ReportInterval is how often this node gossips its observed state
+	// (SetObserver) when nothing urgent changes; peers stop counting a report
+	// three intervals after it arrived. 0: DefaultReportInterval (1 s); at
+	// least 100 ms.
+	ReportInterval time.Duration
 
 	// stores replaces the bolt stores, snapshot store and TCP transport (tests).
 	stores *stores
@@ -87,6 +92,12 @@ type Member struct {
 	Leader        bool   `json:"leader"`
 	Gossip        string `json:"gossip"` // GossipAlive, GossipDead, GossipLeft, or "" without gossip
 	GossipAddress string `json:"gossip_address,omitempty"`
+	// The member's last observed-state report this node accepted (counted or
+	// not: it may have expired), or for this node its own last published one.
+	// Zero when there is none.
+	LastReport     time.Time `json:"last_report,omitempty"`
+	ReportSeq      uint64    `json:"report_seq,omitempty"`
+	ReportBackends int       `json:"report_backends,omitempty"`
 }
 
 // Node is this process's member of the Raft cluster. Its methods are safe for
@@ -103,6 +114,7 @@ type Node struct {
 	rpcSrv      *rpcServer    // nil without mux
 	rpc         *rpcClient    // nil without mux
 	gossip      gossiper      // nil without GossipBind
+	obs         *observer     // nil without GossipBind
 	hasState    atomic.Bool   // raft state existed at Open or was bootstrapped
 	noBootstrap atomic.Bool   // bootstrap_expect decided: bootstrapped, or found a cluster
 	joining     atomic.Bool   // a background gossip join is running
@@ -209,21 +221,30 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		go n.rpcSrv.serve()
 	}
 	if o.GossipBind != "" {
+		n.obs = newObserver(o.NodeID, o.ReportInterval, lg.With("component", "observed"))
 		g, err := newGossip(gossipOptions{
 			Name: o.NodeID, Bind: o.GossipBind, Advertise: o.GossipAdvertise, Key: o.EncryptKey,
 			Meta:   nodeMeta{ID: o.NodeID, Raft: n.Addr(), Version: metaVersion, Command: CommandVersion, Expect: o.BootstrapExpect},
-			Logger: lg, OnChange: n.wake,
+			Logger: lg, OnChange: n.wake, Reports: n.obs,
 		})
 		if err != nil {
 			_ = n.Close()
 			return nil, fmt.Errorf("open cluster node: %w", err)
 		}
 		n.gossip = g
+		n.obs.g = g
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(1)
 	go n.run(bg)
+	if n.obs != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.obs.run(bg)
+		}()
+	}
 	return n, nil
 }
 
@@ -242,6 +263,12 @@ func checkOptions(o *Options) error {
 	}
 	if o.Bootstrap && o.BootstrapExpect > 1 {
 		return errors.New("bootstrap (a single node) and bootstrap expect > 1 exclude each other")
+	}
+	if o.ReportInterval == 0 {
+		o.ReportInterval = DefaultReportInterval
+	}
+	if o.ReportInterval < observeInterval {
+		return fmt.Errorf("report interval %s: want at least %s", o.ReportInterval, observeInterval)
 	}
 	if k := len(o.EncryptKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return fmt.Errorf("encrypt key of %d bytes: want 16, 24 or 32", k)
@@ -331,10 +358,11 @@ func (n *Node) WaitForLeader(ctx context.Context) error {
 	}
 }
 
-// Close stops the background loop, shuts gossip down without leaving (peers
-// see the node as dead, and it stays a Raft member: a restart keeps the
-// membership; call Leave first to leave for good), stops the cluster port and
-// raft, and closes the stores. A leader does not hand its leadership over
+// Close stops the background loop and the observed-state publisher (the
+// SubscribeObserved channels receive nothing more), shuts gossip down without
+// leaving (peers see the node as dead, and it stays a Raft member: a restart
+// keeps the membership; call Leave first to leave for good), stops the cluster
+// port and raft, and closes the stores. A leader does not hand its leadership over
 // here: Leave does. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
@@ -346,6 +374,9 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.gossip != nil {
 			errs = append(errs, n.gossip.shutdown())
+		}
+		if n.obs != nil {
+			n.obs.close()
 		}
 		if n.rpcSrv != nil {
 			n.rpcSrv.close()

@@ -67,21 +67,21 @@ type Acme struct {
 
 // Cluster is the [cluster] section. Absent means a single node.
 type Cluster struct {
-	NodeID          string      `toml:"node_id" json:"node_id"`
-	DataDir         string      `toml:"data_dir" json:"data_dir"`
-	Bind            string      `toml:"bind" json:"bind"`
-	RaftBind        string      `toml:"raft_bind" json:"raft_bind"`
-	Advertise       string      `toml:"advertise" json:"advertise"`
-	Join            []string    `toml:"join" json:"join"`
-	BootstrapExpect int         `toml:"bootstrap_expect" json:"bootstrap_expect"`
-	EncryptKey      string      `toml:"encrypt_key" json:"encrypt_key"`
-	ServersHost     string      `toml:"servers_host" json:"servers_host"`
-	MaxVoters       int         `toml:"max_voters" json:"max_voters"`
+	NodeID          string   `toml:"node_id" json:"node_id"`
+	DataDir         string   `toml:"data_dir" json:"data_dir"`
+	Bind            string   `toml:"bind" json:"bind"`
+	RaftBind        string   `toml:"raft_bind" json:"raft_bind"`
+	Advertise       string   `toml:"advertise" json:"advertise"`
+	Join            []string `toml:"join" json:"join"`
+	BootstrapExpect int      `toml:"bootstrap_expect" json:"bootstrap_expect"`
+	EncryptKey      string   `toml:"encrypt_key" json:"encrypt_key"`
+	ServersHost     string   `toml:"servers_host" json:"servers_host"`
+	MaxVoters       int      `toml:"max_voters" json:"max_voters"`
 	// ReportInterval is how often this node gossips what it observes of every
 	// backend (health verdict, connections, bytes per second); a health flip or
 	// a change on a backend with max_connections goes out at once.
-	ReportInterval Duration `toml:"report_interval" json:"report_interval"`
-	Tls             *ClusterTls `toml:"tls" json:"tls"`
+	ReportInterval Duration    `toml:"report_interval" json:"report_interval"`
+	Tls            *ClusterTls `toml:"tls" json:"tls"`
 }
 
 // ClusterTls is mutual TLS for Raft and forwarded writes.

@@ -39,6 +39,7 @@ func nodeOptions(opts options, cfg *config.Config, logger *slog.Logger) (cluster
 		if clustered(cfg) {
 			o.GossipBind, o.Join, o.MaxVoters = c.Bind, c.Join, c.MaxVoters
 			o.BootstrapExpect = c.BootstrapExpect
+			o.ReportInterval = c.ReportInterval.D
 			// A node with peers to join or an expected size never bootstraps alone:
 			// a failed join must not fall back to a cluster of one.
 			o.Bootstrap = len(c.Join) == 0 && c.BootstrapExpect <= 1
@@ -176,7 +177,20 @@ func (c clusterAPI) Status() api.ClusterStatus {
 		if gossip == "" {
 			gossip = "none"
 		}
-		st.Members = append(st.Members, api.ClusterMember{ID: m.ID, Address: m.Address, Raft: raft, Gossip: gossip})
+		cm := api.ClusterMember{ID: m.ID, Address: m.Address, Raft: raft, Gossip: gossip,
+			ReportSeq: m.ReportSeq, ReportBackends: m.ReportBackends}
+		if !m.LastReport.IsZero() {
+			t := m.LastReport
+			cm.LastReport = &t
+		}
+		st.Members = append(st.Members, cm)
+	}
+	if c.node.GossipAddr() != "" {
+		g := c.node.GossipStats()
+		st.Gossip = &api.GossipStatus{
+			BytesSent: g.BytesSent, BytesReceived: g.BytesReceived,
+			ReportsSent: g.ReportsSent, ReportsReceived: g.ReportsReceived,
+		}
 	}
 	return st
 }

@@ -146,18 +146,6 @@ func run(opts options) int {
 		defer os.Remove(opts.pidfile)
 	}
 
-	serversHost := ""
-	if cfg.Cluster != nil {
-		serversHost = cfg.Cluster.ServersHost
-	}
-	runtime := proxy.New(proxy.Options{
-		ServersHost:  serversHost,
-		Logger:       logger.With("component", "proxy"),
-		NewDiscovery: newDiscovery(logger),
-		NewMonitor:   newMonitor(logger),
-		NewBalancer:  balance.New,
-	})
-
 	// The desired state lives in the Raft log in the data directory: servers
 	// created through the API survive a restart. A single node is a one-voter
 	// cluster, bootstrapped on its first start only.
@@ -171,7 +159,24 @@ func run(opts options) int {
 			logger.Warn("cluster close", "err", err)
 		}
 	}()
+	serversHost := ""
+	if cfg.Cluster != nil {
+		serversHost = cfg.Cluster.ServersHost
+	}
+	runtime := proxy.New(proxy.Options{
+		NodeID:       node.ID(),
+		ServersHost:  serversHost,
+		Logger:       logger.With("component", "proxy"),
+		NewDiscovery: newDiscovery(logger),
+		NewMonitor:   newMonitor(logger),
+		NewBalancer:  balance.New,
+	})
 	ctx := context.Background()
+	// Observed state (health, connections, bytes/s) flows both ways between the
+	// data path and the gossip until the data path has drained.
+	shareCtx, stopSharing := context.WithCancel(ctx)
+	shareDone := make(chan struct{})
+	go func() { defer close(shareDone); shareObserved(shareCtx, node, runtime) }()
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	follower := newFollower(node, runtime, logger.With("component", "store"))
 	followDone := make(chan struct{})
@@ -290,6 +295,8 @@ func run(opts options) int {
 		logger.Warn("shutdown", "err", err)
 	}
 	cancelDrain()
+	stopSharing()
+	<-shareDone
 	signal.Stop(signals)
 	stopHTTP()
 	httpWG.Wait()
