@@ -22,7 +22,7 @@ const (
 	observeInterval = 25 * time.Millisecond
 	// minReliableSpacing is the shortest time between two reports too big for
 	// a broadcast: each costs a TCP connection per member.
-	minReliableSpacing = 100 * time.Millisecond
+	minReliableSpacing = 50 * time.Millisecond
 	// directFanout: in a cluster of at most this many other members a small
 	// report also goes straight to each of them over UDP, so that it arrives
 	// at once rather than at the next gossip round (which would add up to

@@ -192,17 +192,22 @@ type backendStats struct {
 // stats fetches a server's stats; errors are returned so callers can poll.
 func (a apiClient) stats(name string) (serverStats, error) {
 	var s serverStats
-	code, body, err := a.do("GET", "/servers/"+name+"/stats", "")
+	return s, a.getJSON("/servers/"+name+"/stats", &s)
+}
+
+// getJSON GETs path and decodes a 200 answer into v.
+func (a apiClient) getJSON(path string, v any) error {
+	code, body, err := a.do("GET", path, "")
 	if err != nil {
-		return s, err
+		return err
 	}
 	if code != http.StatusOK {
-		return s, fmt.Errorf("GET /servers/%s/stats: status %d: %s", name, code, body)
+		return fmt.Errorf("GET %s: status %d: %s", path, code, body)
 	}
-	if err := json.Unmarshal([]byte(body), &s); err != nil {
-		return s, fmt.Errorf("GET /servers/%s/stats: %w: %s", name, err, body)
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		return fmt.Errorf("GET %s: %w: %s", path, err, body)
 	}
-	return s, nil
+	return nil
 }
 
 // backendOf returns the stats of backend b in s.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -55,15 +54,7 @@ type clusterStatus struct {
 }
 
 func (c *testCluster) status(i int) (clusterStatus, error) {
-	var s clusterStatus
-	code, body, err := c.api(i).do("GET", "/cluster", "")
-	if err != nil {
-		return s, err
-	}
-	if code != 200 {
-		return s, fmt.Errorf("GET /cluster: %d %s", code, body)
-	}
-	return s, json.Unmarshal([]byte(body), &s)
+	return clusterStatusOf(c.api(i))
 }
 
 // waitFormed waits until every running node sees the same leader and three

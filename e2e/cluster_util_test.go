@@ -82,14 +82,7 @@ func leaderOf(t testing.TB, timeout time.Duration, voters int, apis map[string]a
 
 func clusterStatusOf(a apiClient) (clusterStatus, error) {
 	var s clusterStatus
-	code, body, err := a.do("GET", "/cluster", "")
-	if err != nil {
-		return s, err
-	}
-	if code != http.StatusOK {
-		return s, fmt.Errorf("GET /cluster: %d %s", code, body)
-	}
-	return s, json.Unmarshal([]byte(body), &s)
+	return s, a.getJSON("/cluster", &s)
 }
 
 func countVoters(s clusterStatus) int {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,17 +36,7 @@ type viewBackend struct {
 
 func (a apiClient) viewStats(name string) (viewStats, error) {
 	var s viewStats
-	code, body, err := a.do("GET", "/servers/"+name+"/stats", "")
-	if err != nil {
-		return s, err
-	}
-	if code != http.StatusOK {
-		return s, fmt.Errorf("GET /servers/%s/stats: %d %s", name, code, body)
-	}
-	if err := json.Unmarshal([]byte(body), &s); err != nil {
-		return s, fmt.Errorf("GET /servers/%s/stats: %w: %s", name, err, body)
-	}
-	return s, nil
+	return s, a.getJSON("/servers/"+name+"/stats", &s)
 }
 
 // backend is the entry of b in s, nil when s does not list it.
@@ -75,17 +64,8 @@ func clusterViewOf(a apiClient) ([]viewMember, error) {
 	var s struct {
 		Members []viewMember `json:"members"`
 	}
-	code, body, err := a.do("GET", "/cluster", "")
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("GET /cluster: %d %s", code, body)
-	}
-	if err := json.Unmarshal([]byte(body), &s); err != nil {
-		return nil, fmt.Errorf("GET /cluster: %w: %s", err, body)
-	}
-	return s.Members, nil
+	err := a.getJSON("/cluster", &s)
+	return s.Members, err
 }
 
 func memberOf(ms []viewMember, id string) (viewMember, bool) {
