@@ -149,6 +149,8 @@ bench: modules $(BIN)/gobetween
 	mkdir -p "$$(dirname $(BENCH_OUT))"
 	$(GO) run ./e2e/bench -bin $(BIN)/gobetween -duration $(BENCH_DURATION) \
 	  -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) -out $(BENCH_OUT) $(BENCH_FLAGS)
+	@echo "gossip of observed state, three nodes on loopback:"
+	$(GO) test -count=1 -run 'TestGossipCostReport' -v ./cluster | grep -E 'backends \('
 
 # A static binary in an image FROM scratch; the build context is only the binary
 # and the example config, not the repository.
