@@ -35,19 +35,28 @@ func ParseAccessRule(rule string) (AccessRule, error) {
 	default:
 		return AccessRule{}, fmt.Errorf("rule %q: action %q is not allow or deny", rule, f[0])
 	}
-	if strings.Contains(f[1], "/") {
-		p, err := netip.ParsePrefix(f[1])
-		if err != nil {
-			return AccessRule{}, fmt.Errorf("rule %q: bad cidr %q", rule, f[1])
-		}
-		r.Prefix = p.Masked()
-		return r, nil
-	}
-	a, err := netip.ParseAddr(f[1])
+	p, err := ParsePrefix(f[1])
 	if err != nil {
-		return AccessRule{}, fmt.Errorf("rule %q: bad ip address %q", rule, f[1])
+		return AccessRule{}, fmt.Errorf("rule %q: %w", rule, err)
+	}
+	r.Prefix = p
+	return r, nil
+}
+
+// ParsePrefix parses an IP address (a prefix of its full length) or a CIDR
+// (masked); IPv4-mapped IPv6 addresses become IPv4.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad cidr %q", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad ip address %q", s)
 	}
 	a = a.WithZone("").Unmap()
-	r.Prefix = netip.PrefixFrom(a, a.BitLen())
-	return r, nil
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

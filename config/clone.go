@@ -51,6 +51,11 @@ func (s Server) Clone() Server {
 		s.Access = &a
 	}
 	s.ProxyProtocol = clonePtr(s.ProxyProtocol)
+	if s.AcceptProxyProtocol != nil {
+		a := *s.AcceptProxyProtocol
+		a.Allow = slices.Clone(a.Allow)
+		s.AcceptProxyProtocol = &a
+	}
 	if s.Discovery != nil {
 		d := *s.Discovery
 		d.StaticList = slices.Clone(d.StaticList)

@@ -9,6 +9,8 @@ const (
 	DefaultSniReadTimeout = 2 * time.Second
 	DefaultMaxVoters      = 5
 	DefaultReportInterval = time.Second
+	// DefaultProxyHeaderTimeout is accept_proxy_protocol.timeout's default.
+	DefaultProxyHeaderTimeout = 5 * time.Second
 )
 
 // ApplyDefaults fills every default of gobetween 0.8 and of the new keys into c.
@@ -96,6 +98,9 @@ func (s *Server) applyDefaults(defaults ConnectionOptions) {
 
 	setString(&s.Protocol, "tcp")
 	setString(&s.Balance, "weight")
+	if s.AcceptProxyProtocol != nil {
+		setDur(&s.AcceptProxyProtocol.Timeout, DefaultProxyHeaderTimeout)
+	}
 	if s.Sni != nil {
 		setDur(&s.Sni.ReadTimeout, DefaultSniReadTimeout)
 		setString(&s.Sni.HostnameMatchingStrategy, "exact")

@@ -116,6 +116,10 @@ type Server struct {
 	Udp           *Udp           `toml:"udp" json:"udp"`
 	Access        *Access        `toml:"access" json:"access"`
 	ProxyProtocol *ProxyProtocol `toml:"proxy_protocol" json:"proxy_protocol"`
+	// AcceptProxyProtocol (new): every client connection starts with a PROXY
+	// protocol header (v1 or v2) from a balancer in front; its source address is
+	// the client for access rules, balancing and logs.
+	AcceptProxyProtocol *AcceptProxyProtocol `toml:"accept_proxy_protocol" json:"accept_proxy_protocol"`
 	Discovery     *Discovery     `toml:"discovery" json:"discovery"`
 	Healthcheck   *Healthcheck   `toml:"healthcheck" json:"healthcheck"`
 }
@@ -166,6 +170,18 @@ type Access struct {
 // ProxyProtocol sends a PROXY protocol header to the backend after dialing.
 type ProxyProtocol struct {
 	Version string `toml:"version" json:"version"`
+}
+
+// AcceptProxyProtocol reads a PROXY protocol header (v1 or v2) at the start of
+// every client connection.
+type AcceptProxyProtocol struct {
+	// Timeout bounds the wait for the whole header; a client that has not sent
+	// it by then is closed.
+	Timeout Duration `toml:"timeout" json:"timeout"`
+	// Allow lists the addresses (IPs or CIDRs) of the balancers allowed to
+	// connect and send a header; empty allows any source. A connection from
+	// another address is closed before anything is read.
+	Allow []string `toml:"allow" json:"allow,omitempty"`
 }
 
 // Healthcheck is the [servers.X.healthcheck] section. Keys of every kind live in

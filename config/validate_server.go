@@ -73,6 +73,22 @@ func (s *Server) validate(name string, ps *problems) {
 			ps.add(p, "only with protocol tcp or tls")
 		}
 	}
+	if a := s.AcceptProxyProtocol; a != nil {
+		p := sub(path, "accept_proxy_protocol")
+		if udp {
+			ps.add(p, "only with protocol tcp or tls")
+		}
+		if err := a.Timeout.Err(); err != nil {
+			ps.add(sub(p, "timeout"), "%v", err)
+		} else if a.Timeout.D <= 0 {
+			ps.add(sub(p, "timeout"), "must be > 0, got %s", a.Timeout.D)
+		}
+		for i, src := range a.Allow {
+			if _, err := ParsePrefix(src); err != nil {
+				ps.add(at(sub(p, "allow"), i), "%v", err)
+			}
+		}
+	}
 	if s.Sni != nil {
 		s.Sni.validate(sub(path, "sni"), ps)
 		if udp {

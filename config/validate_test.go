@@ -183,6 +183,15 @@ func TestValidate(t *testing.T) {
 		{"proxy version", web(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{Version: "3"} }), "servers.web.proxy_protocol.version", `unknown version "3"`},
 		{"proxy version missing", web(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{} }), "servers.web.proxy_protocol.version", "required"},
 		{"proxy on udp", dns(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{Version: "1"} }), "servers.dns.proxy_protocol", "only with protocol tcp or tls"},
+		{"accept proxy defaults", web(func(s *Server) { s.AcceptProxyProtocol = &AcceptProxyProtocol{} }), "", ""},
+		{"accept proxy allow", web(func(s *Server) {
+			s.AcceptProxyProtocol = &AcceptProxyProtocol{Allow: []string{"10.0.0.0/8", "::1", "10.0.0.300"}}
+		}), "servers.web.accept_proxy_protocol.allow[2]", `bad ip address "10.0.0.300"`},
+		{"accept proxy timeout", web(func(s *Server) { s.AcceptProxyProtocol = &AcceptProxyProtocol{Timeout: Dur(-time.Second)} }), "servers.web.accept_proxy_protocol.timeout", "negative duration"},
+		{"accept proxy on udp", dns(func(s *Server) { s.AcceptProxyProtocol = &AcceptProxyProtocol{} }), "servers.dns.accept_proxy_protocol", "only with protocol tcp or tls"},
+		{"cluster verdict", web(func(s *Server) {
+			s.Healthcheck = &Healthcheck{Kind: "ping", Interval: Dur(time.Second), ClusterVerdict: "most"}
+		}), "servers.web.healthcheck.cluster_verdict", `unknown verdict "most"`},
 
 		// SNI.
 		{"sni ok", web(func(s *Server) {
