@@ -120,8 +120,8 @@ type Server struct {
 	// protocol header (v1 or v2) from a balancer in front; its source address is
 	// the client for access rules, balancing and logs.
 	AcceptProxyProtocol *AcceptProxyProtocol `toml:"accept_proxy_protocol" json:"accept_proxy_protocol"`
-	Discovery     *Discovery     `toml:"discovery" json:"discovery"`
-	Healthcheck   *Healthcheck   `toml:"healthcheck" json:"healthcheck"`
+	Discovery           *Discovery           `toml:"discovery" json:"discovery"`
+	Healthcheck         *Healthcheck         `toml:"healthcheck" json:"healthcheck"`
 }
 
 // Sni is the [servers.X.sni] section: routing by the TLS ClientHello server name.
