@@ -37,7 +37,9 @@ BENCH_FLAGS    ?=
 
 # Debian packages each target needs. The tests need only Go today; list a package
 # here and `make test` installs it on a fresh machine (CI included).
-TEST_PKGS  := iproute2
+TEST_PKGS  := iproute2 openssl curl haproxy dnsmasq-base
+# Pebble, the ACME server the ACME tests run, from the module proxy.
+PEBBLE_BIN := $${TMPDIR:-/tmp}/gobetween-e2e-pebble-v2.10.1
 BENCH_PKGS := haproxy nginx libnginx-mod-stream
 
 DOCKER_IMAGE ?= gobetween:$(VERSION)
@@ -114,6 +116,7 @@ cluster: $(BIN)/gobetween $(BIN)/demo-backend
 
 test: modules
 	$(MAKE) deps PKGS="$(TEST_PKGS)"
+	GOFLAGS= GOBIN="$(PEBBLE_BIN)" $(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1
 	$(GO) vet ./...
 	$(MAKE) fmt-check
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...

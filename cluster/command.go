@@ -24,7 +24,17 @@ const (
 	DeleteServer  CommandType = "delete_server"
 	SetOverride   CommandType = "set_override"
 	ClearOverride CommandType = "clear_override"
+	// PutBlob stores Value under the key Name; DeleteBlob removes the key. Blobs
+	// are opaque bytes that nodes share through the log (the ACME account key,
+	// certificates and challenge tokens); the FSM never looks inside them.
+	PutBlob    CommandType = "put_blob"
+	DeleteBlob CommandType = "delete_blob"
 )
+
+// MaxBlobSize caps a blob's value: every node keeps every blob in memory and in
+// each snapshot, so blobs are for small things (an ACME certificate chain with
+// its key is about 4 KiB).
+const MaxBlobSize = 64 << 10
 
 // Origins of a server definition.
 const (
@@ -44,13 +54,14 @@ const (
 type Command struct {
 	Version    int            `json:"v"`
 	Type       CommandType    `json:"type"`
-	Name       string         `json:"name"`
+	Name       string         `json:"name"`                  // the server's name; for blobs, the blob's key
 	Server     *config.Server `json:"server,omitempty"`      // put_server: the normalised definition
 	Origin     string         `json:"origin,omitempty"`      // put_server: OriginConfig or OriginAPI
 	IfRevision uint64         `json:"if_revision,omitempty"` // put/delete: only if the server's revision equals this; 0 = any
 	IfAbsent   bool           `json:"if_absent,omitempty"`   // put: only if no server has the name
 	Backend    string         `json:"backend,omitempty"`     // overrides: host:port
 	Action     string         `json:"action,omitempty"`      // set_override: ActionDrain or ActionDisable
+	Value      []byte         `json:"value,omitempty"`       // put_blob: the blob, at most MaxBlobSize bytes
 	Time       time.Time      `json:"time"`                  // set by the proposer; the FSM never reads the clock
 }
 
@@ -72,6 +83,9 @@ func (c *Command) Validate() error {
 		return fmt.Errorf("%w: unsupported version %d", ErrInvalidCommand, c.Version)
 	}
 	if c.Name == "" {
+		if c.Type == PutBlob || c.Type == DeleteBlob {
+			return fmt.Errorf("%w: %s without a key", ErrInvalidCommand, c.Type)
+		}
 		return fmt.Errorf("%w: %s without a server name", ErrInvalidCommand, c.Type)
 	}
 	switch c.Type {
@@ -94,6 +108,11 @@ func (c *Command) Validate() error {
 		if err := checkBackend(c.Backend); err != nil {
 			return err
 		}
+	case PutBlob:
+		if len(c.Value) > MaxBlobSize {
+			return fmt.Errorf("%w: blob %q of %d bytes exceeds %d", ErrInvalidCommand, c.Name, len(c.Value), MaxBlobSize)
+		}
+	case DeleteBlob:
 	default:
 		return fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, c.Type)
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -96,6 +97,10 @@ func apply(cur *State, index uint64, data []byte) (*State, applyResult) {
 		return applySetOverride(cur, index, c)
 	case ClearOverride:
 		return applyClearOverride(cur, index, c)
+	case PutBlob:
+		return applyPutBlob(cur, index, c)
+	case DeleteBlob:
+		return applyDeleteBlob(cur, index, c)
 	}
 	// Unreachable after Validate; kept so a new type added there cannot panic here.
 	return cur.withRevision(index), applyResult{Err: fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, c.Type)}
@@ -180,6 +185,31 @@ func applyClearOverride(cur *State, index uint64, c Command) (*State, applyResul
 	return next, applyResult{Revision: index}
 }
 
+// applyPutBlob stores the blob. Writing the value a key has already is a no-op
+// that answers the entry's index like any write.
+func applyPutBlob(cur *State, index uint64, c Command) (*State, applyResult) {
+	if old, ok := cur.Blobs[c.Name]; ok && bytes.Equal(old, c.Value) {
+		return cur.withRevision(index), applyResult{Revision: index}
+	}
+	next := cur.withBlobs(index)
+	next.Blobs[c.Name] = bytes.Clone(c.Value)
+	if next.Blobs[c.Name] == nil {
+		next.Blobs[c.Name] = []byte{}
+	}
+	return next, applyResult{Revision: index}
+}
+
+// applyDeleteBlob removes the blob; deleting an absent key succeeds, as a
+// cache's Delete does.
+func applyDeleteBlob(cur *State, index uint64, c Command) (*State, applyResult) {
+	if _, ok := cur.Blobs[c.Name]; !ok {
+		return cur.withRevision(index), applyResult{Revision: index}
+	}
+	next := cur.withBlobs(index)
+	delete(next.Blobs, c.Name)
+	return next, applyResult{Revision: index}
+}
+
 // snapshotVersion is the format version of a persisted snapshot.
 const snapshotVersion = 1
 
@@ -220,6 +250,10 @@ func decodeSnapshot(r io.Reader) (*State, error) {
 	}
 	if s.Overrides == nil {
 		s.Overrides = map[string]map[string]Override{}
+	}
+	if s.Blobs == nil {
+		// Snapshots written before blobs existed have none.
+		s.Blobs = map[string][]byte{}
 	}
 	return s, nil
 }

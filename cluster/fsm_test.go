@@ -230,7 +230,7 @@ func randomLog(t testing.TB, seed uint64, n int) [][]byte {
 	for i := 0; i < n; i++ {
 		name := names[r.IntN(len(names))]
 		var c Command
-		switch r.IntN(6) {
+		switch r.IntN(8) {
 		case 0, 1:
 			origin := OriginAPI
 			if r.IntN(2) == 0 {
@@ -250,6 +250,10 @@ func randomLog(t testing.TB, seed uint64, n int) [][]byte {
 		case 5:
 			out = append(out, []byte(fmt.Sprint("garbage", r.Int())))
 			continue
+		case 6:
+			c = Command{Type: PutBlob, Name: "blob-" + name, Value: []byte(fmt.Sprint(r.IntN(3)))}
+		case 7:
+			c = Command{Type: DeleteBlob, Name: "blob-" + name}
 		}
 		c.Time = t0.Add(time.Duration(i) * time.Second)
 		out = append(out, enc(t, c))
@@ -357,6 +361,8 @@ func FuzzFSMApply(f *testing.F) {
 	}
 	f.Add([]byte(`{"v":1,"type":"put_server","name":"a","origin":"api","server":{"bind":1}}`))
 	f.Add([]byte(`{"v":1,"type":"set_override","name":"web","backend":"[::1]:80","action":"drain"}`))
+	f.Add([]byte(`{"v":1,"type":"put_blob","name":"acme/a.example","value":"AAEC"}`))
+	f.Add([]byte(`{"v":1,"type":"delete_blob","name":"acme/a.example"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fs := seeded(t)
 		before := fs.State()

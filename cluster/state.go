@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"maps"
 	"time"
 
 	"github.com/gobetween/gobetween/config"
@@ -28,10 +29,13 @@ type State struct {
 	Revision  uint64                         `json:"revision"` // log index of the last applied command
 	Servers   map[string]ServerEntry         `json:"servers"`
 	Overrides map[string]map[string]Override `json:"overrides"` // server -> backend -> override
+	// Blobs are the values of put_blob by key. A value is shared like the
+	// rest: never modify it (copy it to keep it beyond the State's use).
+	Blobs map[string][]byte `json:"blobs,omitempty"`
 }
 
 func emptyState() *State {
-	return &State{Servers: map[string]ServerEntry{}, Overrides: map[string]map[string]Override{}}
+	return &State{Servers: map[string]ServerEntry{}, Overrides: map[string]map[string]Override{}, Blobs: map[string][]byte{}}
 }
 
 // withRevision returns a shallow copy of s at revision rev; the maps are shared,
@@ -59,6 +63,17 @@ func (s *State) withOverrides(rev uint64) *State {
 	c.Overrides = make(map[string]map[string]Override, len(s.Overrides)+1)
 	for k, v := range s.Overrides {
 		c.Overrides[k] = v
+	}
+	return c
+}
+
+// withBlobs returns a copy of s at rev whose Blobs map may be modified (the
+// map only: replace a value, never write into a shared one).
+func (s *State) withBlobs(rev uint64) *State {
+	c := s.withRevision(rev)
+	c.Blobs = maps.Clone(s.Blobs)
+	if c.Blobs == nil {
+		c.Blobs = map[string][]byte{}
 	}
 	return c
 }

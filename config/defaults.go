@@ -11,6 +11,11 @@ const (
 	DefaultReportInterval = time.Second
 	// DefaultProxyHeaderTimeout is accept_proxy_protocol.timeout's default.
 	DefaultProxyHeaderTimeout = 5 * time.Second
+	// DefaultTLSHandshakeTimeout is tls.handshake_timeout's default.
+	DefaultTLSHandshakeTimeout = 10 * time.Second
+	// DefaultACMEDirectory is acme.directory_url's default: Let's Encrypt's
+	// production directory, the CA gobetween 0.8 always used.
+	DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 )
 
 // ApplyDefaults fills every default of gobetween 0.8 and of the new keys into c.
@@ -32,6 +37,7 @@ func (c *Config) ApplyDefaults() {
 		setString(&c.Acme.Challenge, "http")
 		setString(&c.Acme.HttpBind, "0.0.0.0:80")
 		setString(&c.Acme.CacheDir, "/tmp")
+		setString(&c.Acme.DirectoryURL, DefaultACMEDirectory)
 	}
 	if c.Cluster != nil {
 		if c.Cluster.MaxVoters == 0 {
@@ -98,6 +104,9 @@ func (s *Server) applyDefaults(defaults ConnectionOptions) {
 
 	setString(&s.Protocol, "tcp")
 	setString(&s.Balance, "weight")
+	if s.Tls != nil {
+		setDur(&s.Tls.HandshakeTimeout, DefaultTLSHandshakeTimeout)
+	}
 	if s.AcceptProxyProtocol != nil {
 		setDur(&s.AcceptProxyProtocol.Timeout, DefaultProxyHeaderTimeout)
 	}

@@ -99,7 +99,7 @@ client_idle_timeout = "1s"
 	if c.Logging != (Logging{Level: "info", Output: "stdout", Format: "text"}) {
 		t.Errorf("logging %+v", c.Logging)
 	}
-	if *c.Acme != (Acme{Challenge: "http", HttpBind: "0.0.0.0:80", CacheDir: "/tmp"}) {
+	if *c.Acme != (Acme{Challenge: "http", HttpBind: "0.0.0.0:80", CacheDir: "/tmp", DirectoryURL: "https://acme-v02.api.letsencrypt.org/directory"}) {
 		t.Errorf("acme %+v", c.Acme)
 	}
 	if c.Cluster.MaxVoters != 5 {

@@ -63,6 +63,9 @@ type Acme struct {
 	Challenge string `toml:"challenge" json:"challenge"`
 	HttpBind  string `toml:"http_bind" json:"http_bind"`
 	CacheDir  string `toml:"cache_dir" json:"cache_dir"`
+	// DirectoryURL (new) is the ACME directory of the CA; 0.8 always used
+	// Let's Encrypt's production directory, the default.
+	DirectoryURL string `toml:"directory_url" json:"directory_url"`
 }
 
 // Cluster is the [cluster] section. Absent means a single node.
@@ -140,6 +143,9 @@ type Tls struct {
 	MaxVersion     string   `toml:"max_version" json:"max_version"`
 	Ciphers        []string `toml:"ciphers" json:"ciphers"`
 	SessionTickets bool     `toml:"session_tickets" json:"session_tickets"`
+	// HandshakeTimeout (new) bounds the client's TLS handshake, which completes
+	// before a backend is picked.
+	HandshakeTimeout Duration `toml:"handshake_timeout" json:"handshake_timeout"`
 }
 
 // BackendsTls is TLS from gobetween to the backends.

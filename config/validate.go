@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -117,6 +118,9 @@ func (a *Acme) validate(path string, ps *problems) {
 	}
 	if a.CacheDir == "" {
 		ps.add(sub(path, "cache_dir"), "required")
+	}
+	if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		ps.add(sub(path, "directory_url"), "%q is not an https URL", a.DirectoryURL)
 	}
 }
 

@@ -131,6 +131,11 @@ func (t *Tls) validate(path string, ps *problems) {
 		}
 	}
 	validateTLSCommon(t.MinVersion, t.MaxVersion, t.Ciphers, path, ps)
+	if err := t.HandshakeTimeout.Err(); err != nil {
+		ps.add(sub(path, "handshake_timeout"), "%v", err)
+	} else if t.HandshakeTimeout.D <= 0 {
+		ps.add(sub(path, "handshake_timeout"), "must be > 0, got %s", t.HandshakeTimeout.D)
+	}
 }
 
 func (t *BackendsTls) validate(path string, ps *problems) {

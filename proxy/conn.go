@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -41,10 +44,15 @@ const (
 type conn struct {
 	srv    *server
 	st     *settings
-	client net.Conn
+	client net.Conn // the accepted socket
 	req    balance.Request
 	b      *backend
 	cand   *balance.Candidate
+
+	// clientIO and backendIO are what the pumps read and write: the sockets
+	// themselves, or TLS over them. client and backendConn stay the sockets
+	// (closing, idle checks).
+	clientIO, backendIO net.Conn
 
 	mu          sync.Mutex // guards backendConn and b (until relaying), closed, timerArmed
 	backendConn net.Conn
@@ -73,13 +81,29 @@ type conn struct {
 // dial with retries, then relay. The caller has reserved a server slot for c and
 // added it to s.conns.
 func (s *server) serve(c *conn) {
+	c.clientIO = c.client
+	// pre holds client bytes read before a backend is picked (past a PROXY
+	// header, a ClientHello): they go to the backend first.
+	var pre []byte
+	var src, dst net.Addr // the client's addresses for a PROXY header we send
 	ip := clientIP(c.client)
+	if ap := c.st.acceptProxy; ap != nil {
+		br := s.rt.getReader(c.client)
+		var err error
+		src, dst, pre, err = ap.read(c.client, br, s.rt.getPre())
+		s.rt.putReader(br)
+		if err != nil {
+			s.dropClient(c, pre, "PROXY header refused", err)
+			return
+		}
+		ip = addrIP(src)
+	}
 	c.req = balance.Request{ClientIP: ip}
 	if a := c.st.access; a != nil && !a.allows(ip) {
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("client denied by access rules", "client", ip)
 		}
-		s.endEarly(c)
+		s.endEarlyPre(c, pre)
 		return
 	}
 	if c.st.keepAlive {
@@ -87,6 +111,61 @@ func (s *server) serve(c *conn) {
 			tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 		}
 	}
+	switch {
+	case c.st.tls != nil:
+		// The handshake completes before a backend is picked (0.8 dialed
+		// first): a client that never finishes it costs no backend connection.
+		raw := c.client
+		var pc *prefixConn
+		if len(pre) > 0 {
+			pc = &prefixConn{Conn: c.client, pre: pre}
+			raw = pc
+		}
+		tc, err := c.st.tls.handshake(raw)
+		if pc != nil {
+			// The TLS connection reads on through pc: what the handshake
+			// left must outlive the pooled buffer.
+			pc.pre = bytes.Clone(pc.pre)
+		}
+		s.rt.putPre(pre)
+		pre = nil
+		if err != nil {
+			s.dropClient(c, nil, "TLS handshake failed", err)
+			return
+		}
+		c.clientIO = tc
+		c.req.SNI = tc.ConnectionState().ServerName
+	case c.st.sniRead > 0:
+		var r net.Conn = c.client
+		var pc *prefixConn
+		if len(pre) > 0 {
+			pc = &prefixConn{Conn: c.client, pre: pre}
+			r = pc
+		}
+		// The hello's bytes include what pc replays; what pc still holds
+		// after the hello (early data) follows it to the backend.
+		hello, name, err := readClientHello(r, s.rt.getPre(), time.Now().Add(c.st.sniRead))
+		if pc != nil {
+			hello = append(hello, pc.pre...)
+		}
+		s.rt.putPre(pre)
+		pre = hello
+		if err != nil {
+			s.dropClient(c, pre, "no TLS ClientHello", err)
+			return
+		}
+		c.req.SNI = name
+	}
+	if c.st.sendProxy != 0 && src == nil {
+		src, dst = c.client.RemoteAddr(), c.client.LocalAddr()
+	}
+	s.pick(c, pre, src, dst)
+}
+
+// pick picks a backend, dials it (retrying the next candidates), sets up the
+// backend side (PROXY header, TLS, the client bytes already read) and relays.
+func (s *server) pick(c *conn, pre []byte, src, dst net.Addr) {
+	defer s.rt.putPre(pre)
 	snap := s.pool.snap.Load()
 	if snap.balancer == nil {
 		s.refuse(c, balance.ErrNoBackends)
@@ -105,9 +184,9 @@ func (s *server) serve(c *conn) {
 			s.refuse(c, errForeignCandidate)
 			return
 		}
-		bc, err := b.dial(&c.st.dialer)
+		bc, bio, err := s.connect(c, b, cand, pre, src, dst)
 		if err == nil {
-			if s.relay(c, b, cand, bc) {
+			if s.relay(c, b, cand, bc, bio) {
 				return
 			}
 			// b was drained or disabled while this connection dialed it from
@@ -153,6 +232,64 @@ func (s *server) refuse(c *conn, why error) {
 	s.endEarly(c)
 }
 
+// dropClient ends a client whose opening bytes were refused (PROXY header,
+// TLS handshake, ClientHello): hostile or broken input closes that client only.
+// It logs at debug level: a port scanner must not flood the log.
+func (s *server) dropClient(c *conn, pre []byte, what string, err error) {
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug(what, "client", c.client.RemoteAddr().String(), "err", err)
+	}
+	s.endEarlyPre(c, pre)
+}
+
+// endEarlyPre is endEarly for a connection holding a pooled buffer.
+func (s *server) endEarlyPre(c *conn, pre []byte) {
+	s.rt.putPre(pre)
+	s.endEarly(c)
+}
+
+// connect dials b and prepares the backend side: the PROXY header (when the
+// server sends one, for the client at src that connected to dst), TLS (when
+// backends_tls is set; verified against the backend's sni option, else its
+// host) and the client bytes already read. It returns the socket and what
+// the pump writes to (the socket or TLS over it). Any failure closes the
+// socket: the backend did not take the connection.
+func (s *server) connect(c *conn, b *backend, cand *balance.Candidate, pre []byte, src, dst net.Addr) (bc, bio net.Conn, err error) {
+	start := time.Now()
+	bc, err = b.dial(&c.st.dialer)
+	if err != nil {
+		return nil, nil, err
+	}
+	bio = bc
+	if c.st.sendProxy != 0 {
+		if err = writeProxyHeader(bc, c.st.sendProxy, src, dst); err != nil {
+			bc.Close()
+			return nil, nil, err
+		}
+	}
+	if bt := c.st.backendTLS; bt != nil {
+		// A backend's sni names its certificate, unless it is a pattern.
+		name := cand.Backend.Sni
+		if name == "" || c.st.sniPatterns {
+			name = b.target.Host
+		}
+		// The dial and the handshake share backend_connection_timeout.
+		tc, terr := bt.client(bc, name, start.Add(c.st.dialer.Timeout))
+		if terr != nil {
+			bc.Close()
+			return nil, nil, terr
+		}
+		bio = tc
+	}
+	if len(pre) > 0 {
+		if _, err = bio.Write(pre); err != nil {
+			bc.Close()
+			return nil, nil, fmt.Errorf("replaying the client's first bytes: %w", err)
+		}
+	}
+	return bc, bio, nil
+}
+
 // endEarly ends a connection that never relayed.
 func (s *server) endEarly(c *conn) {
 	c.closeSockets(false)
@@ -166,7 +303,7 @@ func (s *server) endEarly(c *conn) {
 // reservation released but c untouched, when b left rotation (drain, disable)
 // after the pick: checked under c.mu, where closeBackendConns reads c.b, so a
 // connection either sees the new state here or is seen and closed there.
-func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn) bool {
+func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc, bio net.Conn) bool {
 	c.mu.Lock()
 	if c.closed {
 		// Force-closed (drain) while dialing.
@@ -182,7 +319,7 @@ func (s *server) relay(c *conn, b *backend, cand *balance.Candidate, bc net.Conn
 		cand.Load.Release()
 		return false
 	}
-	c.backendConn = bc
+	c.backendConn, c.backendIO = bc, bio
 	c.b, c.cand = b, cand
 	// Counted before unlocking: once a disable has walked the connections, the
 	// backend's total no longer moves.
@@ -208,9 +345,9 @@ func (c *conn) pumpToClient() { c.pump(toClient) }
 // half-close and leaves the other direction running; on an error it closes both
 // sockets, which ends the other direction too. The last pump to return ends c.
 func (c *conn) pump(d dir) {
-	dst, src := c.backendConn, c.client
+	dst, src := c.backendIO, c.clientIO
 	if d == toClient {
-		dst, src = c.client, c.backendConn
+		dst, src = c.clientIO, c.backendIO
 	}
 	err := c.copy(d, dst, src)
 	if err == nil {
@@ -234,7 +371,12 @@ func (c *conn) copy(d dir, dst, src net.Conn) error {
 		chunk = smallRelayChunk
 	}
 	lr := &c.lr[d]
+	// Only socket to socket: TCPConn.ReadFrom from anything but a socket (TLS)
+	// would fall back to a copy with a new 32 KiB buffer per call.
 	rf, isRF := dst.(io.ReaderFrom)
+	if _, srcTCP := src.(*net.TCPConn); !srcTCP {
+		isRF = false
+	}
 	for {
 		lr.R, lr.N = src, chunk
 		var n int64
@@ -404,6 +546,37 @@ func (r *Runtime) putConn(c *conn) {
 	t := c.timer
 	*c = conn{timer: t}
 	r.conns.Put(c)
+}
+
+// getPre returns an empty pooled buffer for client bytes read before a backend
+// is picked (past a PROXY header, a ClientHello); putPre takes it back.
+func (r *Runtime) getPre() []byte {
+	if bp, ok := r.pres.Get().(*[]byte); ok {
+		return (*bp)[:0]
+	}
+	return make([]byte, 0, 2048)
+}
+
+func (r *Runtime) putPre(b []byte) {
+	if cap(b) == 0 || cap(b) > 64<<10 {
+		return
+	}
+	b = b[:0]
+	r.pres.Put(&b)
+}
+
+// getReader returns a pooled reader over c for a PROXY header.
+func (r *Runtime) getReader(c net.Conn) *bufio.Reader {
+	if br, ok := r.readers.Get().(*bufio.Reader); ok {
+		br.Reset(c)
+		return br
+	}
+	return bufio.NewReaderSize(c, proxyHeaderMax)
+}
+
+func (r *Runtime) putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	r.readers.Put(br)
 }
 
 // copyBuffer copies with a pooled buffer, for connections that do not splice.

@@ -10,7 +10,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/gobetween/gobetween/balance"
@@ -57,6 +59,16 @@ type Options struct {
 	// NodeID is the name of this node in stats (BackendCluster.Nodes); ""
 	// is "local".
 	NodeID string
+	// ACME serves the certificates of the host names in servers' tls.acme_hosts.
+	// nil: a server with acme_hosts does not start (ErrUnsupported).
+	ACME CertSource
+}
+
+// CertSource supplies certificates obtained elsewhere (an ACME client) during
+// TLS handshakes. It is called from the handshake of any connection, and
+// concurrently; hello.ServerName is one of the server's acme_hosts.
+type CertSource interface {
+	GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // Administrative states of a backend, the values of ApplyState's overrides and
@@ -74,6 +86,9 @@ var (
 	// ErrUnsupported marks a server feature whose runtime lands in a later issue
 	// (protocol tls or udp, TLS termination, backends_tls, sni, proxy_protocol).
 	ErrUnsupported = errors.New("not supported yet")
+	// ErrInvalid marks a definition this node cannot run as written: a
+	// certificate or CA file that is missing or unreadable.
+	ErrInvalid = errors.New("cannot run the server")
 	// ErrClosed is returned by Apply and Upsert after Shutdown.
 	ErrClosed = errors.New("proxy runtime is shut down")
 )
@@ -92,19 +107,25 @@ func (e *bindError) Unwrap() []error { return []error{ErrBindFailed, e.err} }
 // left idle. The bind check is a probe: the port can still be taken between the
 // probe and the start, which the runtime then logs.
 //
-// Runnable probes s.Bind as written; Runtime.Runnable applies the runtime's
-// Options.ServersHost first.
+// Runnable probes s.Bind as written and has no CertSource (a server with
+// acme_hosts is unsupported); Runtime.Runnable applies the runtime's
+// Options.ServersHost and Options.ACME.
 func Runnable(ctx context.Context, s config.Server) error {
-	return runnable(ctx, s, s.Bind)
+	return runnable(ctx, s, s.Bind, nil)
 }
 
-func runnable(ctx context.Context, s config.Server, bind string) error {
+func runnable(ctx context.Context, s config.Server, bind string, acme CertSource) error {
 	if err := unsupported(s); err != nil {
 		return err
 	}
-	l, err := listen(ctx, bind)
+	// Files the server reads (certificates, CA) are read now, so that a bad
+	// path is refused before the definition is stored.
+	if _, err := newSettings(s, acme); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	l, err := listen(ctx, s.Protocol, bind)
 	if err != nil {
 		return err
 	}
-	return l.ln.Close()
+	return l.closeSocket()
 }

@@ -22,8 +22,10 @@ type Runtime struct {
 	log  *slog.Logger
 	base time.Time // origin of now(); carries the monotonic clock
 
-	conns sync.Pool // *conn
-	bufs  sync.Pool // *[]byte, for connections that cannot splice
+	conns   sync.Pool // *conn
+	bufs    sync.Pool // *[]byte, for connections that cannot splice
+	pres    sync.Pool // *[]byte, client bytes read before the pick
+	readers sync.Pool // *bufio.Reader, for PROXY headers
 
 	mu       sync.Mutex
 	servers  map[string]*server
@@ -171,6 +173,28 @@ func (r *Runtime) upsertLocked(ctx context.Context, name string, cfg config.Serv
 	return nil
 }
 
+// ReloadCertificates re-reads the certificate and CA files of every running
+// server that uses TLS (termination or backends_tls), as on SIGHUP after a
+// renewal: new connections get the new files, open ones keep theirs. A server
+// whose files fail to load keeps the ones it has; the error names it.
+func (r *Runtime) ReloadCertificates() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for name, s := range r.servers {
+		if s.cfg.Tls == nil && s.cfg.BackendsTls == nil {
+			continue
+		}
+		st, err := newSettings(s.cfg, r.opts.ACME)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("server %q: %w", name, err))
+			continue
+		}
+		s.settings.Store(st)
+	}
+	return errors.Join(errs...)
+}
+
 // Remove stops server name from accepting at once and drains its connections in
 // the background for up to its drain_timeout. It reports false for an unknown
 // name.
@@ -216,7 +240,7 @@ func (r *Runtime) Stats(name string) (ServerStats, bool) {
 // Runnable is the package-level Runnable with this runtime's bind rewrite
 // (Options.ServersHost): it probes the address the server would listen on.
 func (r *Runtime) Runnable(ctx context.Context, s config.Server) error {
-	return runnable(ctx, s, r.effectiveBind(s.Bind))
+	return runnable(ctx, s, r.effectiveBind(s.Bind), r.opts.ACME)
 }
 
 // effectiveBind is the address a server with bind listens on: with

@@ -206,14 +206,15 @@ func TestApplyPortInUseFailsOnlyThatServer(t *testing.T) {
 	err = h.rt.Apply(t.Context(), map[string]config.Server{
 		"web":   serverCfg([]string{be.addr()}),
 		"clash": serverCfg([]string{be.addr()}, withBind(taken.Addr().String())),
-		"udp": func() config.Server {
+		"acme": func() config.Server {
 			s := serverCfg([]string{be.addr()})
-			s.Protocol = "udp"
+			s.Protocol = "tls"
+			s.Tls = &config.Tls{AcmeHosts: []string{"a.example"}}
 			return s
 		}(),
 	})
 	if err == nil {
-		t.Fatal("Apply succeeded with a port in use and a udp server")
+		t.Fatal("Apply succeeded with a port in use and an ACME server without [acme]")
 	}
 	if !errors.Is(err, ErrBindFailed) || !errors.Is(err, ErrUnsupported) {
 		t.Errorf("error %v does not wrap ErrBindFailed and ErrUnsupported", err)
@@ -222,8 +223,8 @@ func TestApplyPortInUseFailsOnlyThatServer(t *testing.T) {
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not contain %q", err, want)
 	}
-	if !strings.Contains(err.Error(), `server "udp": protocol "udp": not supported yet`) {
-		t.Errorf("error %q does not name the udp server and protocol", err)
+	if !strings.Contains(err.Error(), `server "acme": tls.acme_hosts`) {
+		t.Errorf("error %q does not name the acme server and key", err)
 	}
 	if got := h.rt.Names(); !slices.Equal(got, []string{"web"}) {
 		t.Fatalf("running = %v, want only web", got)
@@ -441,10 +442,10 @@ func TestUpdateToUnsupportedKeepsServer(t *testing.T) {
 	addr := h.start("web", serverCfg([]string{be.addr()}))
 	c := dial(t, addr)
 	upd := serverCfg([]string{be.addr()})
-	upd.ProxyProtocol = &config.ProxyProtocol{Version: "1"}
+	upd.Tls = &config.Tls{AcmeHosts: []string{"example.com"}}
 	err := h.rt.Upsert(t.Context(), "web", upd)
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `server "web": proxy_protocol`) {
-		t.Fatalf("update to proxy_protocol: %v, want ErrUnsupported naming the server and key", err)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `server "web": tls.acme_hosts`) {
+		t.Fatalf("update to acme_hosts: %v, want ErrUnsupported naming the server and key", err)
 	}
 	mustRelay(t, c, "open connection after a refused update")
 	mustRelay(t, dial(t, addr), "new connection after a refused update")
@@ -489,8 +490,9 @@ func TestRunnable(t *testing.T) {
 	free.Bind = "127.0.0.1:0"
 	busy := free
 	busy.Bind = taken.Addr().String()
-	udp := free
-	udp.Protocol = "udp"
+	acme := free
+	acme.Protocol = "tls"
+	acme.Tls = &config.Tls{AcmeHosts: []string{"a.example"}}
 	tests := []struct {
 		name string
 		s    config.Server
@@ -498,7 +500,7 @@ func TestRunnable(t *testing.T) {
 	}{
 		{"free", free, nil},
 		{"port in use", busy, ErrBindFailed},
-		{"unsupported", udp, ErrUnsupported},
+		{"unsupported", acme, ErrUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

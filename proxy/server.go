@@ -33,6 +33,7 @@ type server struct {
 	settings atomic.Pointer[settings]
 	pool     *pool
 	conns    connSet
+	udp      udpServer // protocol udp: settings, sessions (udp.go)
 
 	active       atomic.Int64 // slots held: connections from accept to end
 	total        atomic.Int64
@@ -62,19 +63,43 @@ type server struct {
 	lastRx, lastTx uint64 // owned by loop
 }
 
-// listener is one listening socket and its accept loop.
+// listener is one listening socket and its accept loop (tcp) or read loop
+// (udp).
 type listener struct {
-	ln     net.Listener
+	ln     net.Listener  // tcp; nil for udp
+	pc     *net.UDPConn  // udp; nil for tcp
 	done   chan struct{} // closed by close: the accept loop must stop
 	exited chan struct{} // closed by the accept loop when it returns
 	once   sync.Once
 }
 
+// close stops the loop. A UDP socket stays open (its read is woken): the
+// sessions still send replies through it until the caller closes it
+// (closeUDPSockets, or the drain).
 func (l *listener) close() {
 	l.once.Do(func() {
 		close(l.done)
+		if l.pc != nil {
+			l.pc.SetReadDeadline(aLongTimeAgo)
+			return
+		}
 		l.ln.Close()
 	})
+}
+
+// closeSocket closes the socket of a listener whose loop never ran (a probe).
+func (l *listener) closeSocket() error {
+	if l.pc != nil {
+		return l.pc.Close()
+	}
+	return l.ln.Close()
+}
+
+func (l *listener) addr() net.Addr {
+	if l.pc != nil {
+		return l.pc.LocalAddr()
+	}
+	return l.ln.Addr()
 }
 
 // startServer starts a server: health monitor, discovery, listener, loops. On
@@ -83,7 +108,11 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 	if err := unsupported(cfg); err != nil {
 		return nil, err
 	}
-	st, err := newSettings(cfg)
+	st, err := newSettings(cfg, rt.opts.ACME)
+	if err != nil {
+		return nil, err
+	}
+	us, err := newUDPSettings(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +134,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 		drained:  make(chan struct{}),
 	}
 	s.settings.Store(st)
+	s.udp.settings.Store(us)
 	s.pool = newPool(rt, name, s.log, cfg, policy, rt.overrides[name])
 	if rt.opts.NewMonitor != nil {
 		m, err := rt.opts.NewMonitor(name, healthcheckOf(cfg), s.pool.onHealthChange)
@@ -120,7 +150,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 			return nil, fmt.Errorf("discovery: %w", err)
 		}
 	}
-	l, err := listen(ctx, rt.effectiveBind(cfg.Bind))
+	l, err := rt.listenServer(ctx, cfg.Protocol, rt.effectiveBind(cfg.Bind))
 	if err != nil {
 		s.closeMonitor()
 		return nil, err
@@ -132,7 +162,7 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 	}
 	s.listeners = []*listener{l}
 	s.startAccepting(l)
-	s.log.Info("server started", "bind", l.ln.Addr().String(), "balance", cfg.Balance)
+	s.log.Info("server started", "bind", l.addr().String(), "protocol", cfg.Protocol, "balance", cfg.Balance)
 	return s, nil
 }
 
@@ -159,7 +189,11 @@ func (s *server) update(ctx context.Context, cfg config.Server) error {
 	if err := unsupported(cfg); err != nil {
 		return err
 	}
-	st, err := newSettings(cfg)
+	st, err := newSettings(cfg, s.rt.opts.ACME)
+	if err != nil {
+		return err
+	}
+	us, err := newUDPSettings(cfg)
 	if err != nil {
 		return err
 	}
@@ -170,6 +204,7 @@ func (s *server) update(ctx context.Context, cfg config.Server) error {
 	old, applied := s.cfg, cfg
 	var errs []error
 	s.settings.Store(st)
+	s.udp.settings.Store(us)
 
 	if cfg.Balance != old.Balance || !(config.Server{Sni: cfg.Sni}).Equal(config.Server{Sni: old.Sni}) {
 		if err := s.pool.setStrategy(cfg.Balance, cfg.Sni); err != nil {
@@ -202,7 +237,7 @@ func (s *server) update(ctx context.Context, cfg config.Server) error {
 		}
 	}
 	if cfg.Bind != old.Bind || cfg.Protocol != old.Protocol || len(s.listeners) == 0 {
-		if err := s.rebind(ctx, cfg.Bind); err != nil {
+		if err := s.rebind(ctx, cfg.Protocol, cfg.Bind); err != nil {
 			errs = append(errs, err)
 			applied.Bind, applied.Protocol = old.Bind, old.Protocol
 		}
@@ -253,7 +288,12 @@ func (s *server) stopDiscovery() {
 	s.pool.mu.Unlock()
 }
 
-func listen(ctx context.Context, bind string) (*listener, error) {
+// listen opens the listening socket of a server of protocol (udp, or tcp for
+// anything else).
+func listen(ctx context.Context, protocol, bind string) (*listener, error) {
+	if protocol == "udp" {
+		return listenUDP(ctx, bind)
+	}
 	// Keep-alive is set per connection, by settings (see settings.keepAlive).
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", bind)
@@ -266,19 +306,21 @@ func listen(ctx context.Context, bind string) (*listener, error) {
 // rebind moves the server to bind. The new socket is opened first, so there is
 // no moment without a listener; when the address is taken (by this server's own
 // socket, as when only the protocol changed, or a wildcard bind covers it) the
-// old socket is closed first, and reopened if the new bind still fails.
-func (s *server) rebind(ctx context.Context, bind string) error {
+// old socket is closed first, and reopened if the new bind still fails. The
+// sessions of an old UDP socket end with it.
+func (s *server) rebind(ctx context.Context, protocol, bind string) error {
 	bind = s.rt.effectiveBind(bind)
 	old := s.listeners
-	nl, err := listen(ctx, bind)
+	nl, err := s.rt.listenServer(ctx, protocol, bind)
 	if err != nil && errors.Is(err, syscall.EADDRINUSE) && len(old) > 0 {
 		s.closeListeners(old)
+		s.closeUDPSockets(old)
 		old = nil
 		s.listeners = nil
-		nl, err = listen(ctx, bind)
+		nl, err = s.rt.listenServer(ctx, protocol, bind)
 		if err != nil {
 			oldBind := s.rt.effectiveBind(s.cfg.Bind)
-			if ol, rerr := listen(ctx, oldBind); rerr == nil {
+			if ol, rerr := s.rt.listenServer(ctx, s.cfg.Protocol, oldBind); rerr == nil {
 				s.listeners = []*listener{ol}
 				s.startAccepting(ol)
 			} else {
@@ -291,9 +333,10 @@ func (s *server) rebind(ctx context.Context, bind string) error {
 		return err
 	}
 	s.closeListeners(old)
+	s.closeUDPSockets(old)
 	s.listeners = []*listener{nl}
 	s.startAccepting(nl)
-	s.log.Info("server listening", "bind", nl.ln.Addr().String())
+	s.log.Info("server listening", "bind", nl.addr().String(), "protocol", protocol)
 	return nil
 }
 
@@ -307,7 +350,13 @@ func (s *server) closeListeners(ls []*listener) {
 	}
 }
 
-func (s *server) startAccepting(l *listener) { go s.acceptLoop(l) }
+func (s *server) startAccepting(l *listener) {
+	if l.pc != nil {
+		go s.udpReadLoop(l)
+		return
+	}
+	go s.acceptLoop(l)
+}
 
 // acceptLoop accepts until l is closed. Any other Accept error (EMFILE, ENFILE,
 // ECONNABORTED, ENOBUFS, …) backs off from 5 ms doubling to 1 s and retries,
@@ -439,7 +488,7 @@ func (s *server) bind() string {
 	if len(s.listeners) == 0 {
 		return ""
 	}
-	return s.listeners[0].ln.Addr().String()
+	return s.listeners[0].addr().String()
 }
 
 // setOverrides applies the administrative states of the backends: the snapshot
@@ -466,6 +515,7 @@ func (s *server) closeBackendConns(bs []*backend) {
 	if len(bs) == 0 {
 		return
 	}
+	s.closeUDPBackendSessions(bs)
 	// Closed during the walk, under the shard lock, as drain does: once a conn
 	// leaves the set it may be recycled.
 	n := 0
@@ -484,9 +534,11 @@ func (s *server) closeBackendConns(bs []*backend) {
 }
 
 // stopAccepting closes the listeners (new clients are refused by the kernel at
-// once) and stops discovery. Called under Runtime.mu.
+// once; a UDP socket stops being read but stays open for the replies of its
+// sessions until the drain ends) and stops discovery. Called under Runtime.mu.
 func (s *server) stopAccepting() {
 	s.closeListeners(s.listeners)
+	s.keepUDPSockets(s.listeners)
 	s.listeners = nil
 	s.stopDiscovery()
 }
@@ -512,12 +564,14 @@ func (s *server) drain() {
 	if n := s.active.Load(); n > 0 {
 		s.log.Info("closing connections left after drain", "connections", n)
 		s.conns.each(func(c *conn) { c.closeSockets(false) })
+		s.closeKeptUDPSockets()
 		// Closed connections end promptly; one still dialing ends within its dial timeout.
 		select {
 		case <-s.idle:
 		case <-s.kill:
 		}
 	}
+	s.closeKeptUDPSockets()
 	s.cancel()
 	<-s.loopDone
 	discDone := make(chan struct{})

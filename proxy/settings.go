@@ -29,9 +29,18 @@ type settings struct {
 	// it is what closes a connection whose peer vanished; with an idle limit the
 	// limit does that, and a new connection saves the setsockopt calls.
 	keepAlive bool
+
+	acceptProxy *acceptProxy  // nil: clients connect directly
+	tls         *serverTLS    // nil: no TLS termination
+	sniRead     time.Duration // > 0: read the ClientHello (TLS passthrough with sni) for that long
+	backendTLS  *backendTLS   // nil: plain connections to backends
+	sendProxy   byte          // PROXY protocol version sent to backends; 0: none
+	sniPatterns bool          // backends' sni options are regexps, not names
 }
 
-func newSettings(s config.Server) (*settings, error) {
+// newSettings parses s; acme serves the certificates of tls.acme_hosts (nil:
+// none, and a server with acme_hosts is refused).
+func newSettings(s config.Server, acme CertSource) (*settings, error) {
 	st := &settings{
 		idle:  idleLimit(dur(s.ClientIdleTimeout), dur(s.BackendIdleTimeout)),
 		drain: dur(s.DrainTimeout),
@@ -53,6 +62,40 @@ func newSettings(s config.Server) (*settings, error) {
 			return nil, fmt.Errorf("access: %w", err)
 		}
 		st.access = a
+	}
+	var err error
+	if s.AcceptProxyProtocol != nil {
+		if st.acceptProxy, err = newAcceptProxy(s.AcceptProxyProtocol); err != nil {
+			return nil, err
+		}
+	}
+	// A [tls] section terminates TLS whatever the protocol says, as in
+	// gobetween 0.8 (a tcp server with [tls] terminated too).
+	if s.Tls != nil {
+		if st.tls, err = newServerTLS(s.Tls, acme); err != nil {
+			return nil, err
+		}
+	} else if s.Sni != nil {
+		st.sniRead = dur(&s.Sni.ReadTimeout)
+		if st.sniRead <= 0 {
+			st.sniRead = config.DefaultSniReadTimeout
+		}
+	}
+	st.sniPatterns = s.Sni != nil && s.Sni.HostnameMatchingStrategy == "regexp"
+	if s.BackendsTls != nil {
+		if st.backendTLS, err = newBackendTLS(s.BackendsTls); err != nil {
+			return nil, err
+		}
+	}
+	if s.ProxyProtocol != nil {
+		switch s.ProxyProtocol.Version {
+		case "1":
+			st.sendProxy = 1
+		case "2":
+			st.sendProxy = 2
+		default:
+			return nil, fmt.Errorf("proxy_protocol: version %q is not 1 or 2", s.ProxyProtocol.Version)
+		}
 	}
 	return st, nil
 }
@@ -136,21 +179,9 @@ func clientIP(c net.Conn) netip.Addr {
 func unsupported(s config.Server) error {
 	var errs []error
 	switch s.Protocol {
-	case "", "tcp":
+	case "", "tcp", "tls", "udp":
 	default:
 		errs = append(errs, fmt.Errorf("protocol %q: %w", s.Protocol, ErrUnsupported))
-	}
-	if s.Tls != nil && s.Protocol != "tls" {
-		errs = append(errs, fmt.Errorf("tls termination: %w", ErrUnsupported))
-	}
-	if s.BackendsTls != nil {
-		errs = append(errs, fmt.Errorf("backends_tls: %w", ErrUnsupported))
-	}
-	if s.Sni != nil {
-		errs = append(errs, fmt.Errorf("sni: %w", ErrUnsupported))
-	}
-	if s.ProxyProtocol != nil {
-		errs = append(errs, fmt.Errorf("proxy_protocol: %w", ErrUnsupported))
 	}
 	return errors.Join(errs...)
 }

@@ -163,7 +163,16 @@ func run(opts options) int {
 	if cfg.Cluster != nil {
 		serversHost = cfg.Cluster.ServersHost
 	}
+	// Certificates of tls.acme_hosts: one node of a cluster obtains them, every
+	// node serves them (see acmeCerts).
+	var certs proxy.CertSource
+	var acmeSvc *acmeCerts
+	if cfg.Acme != nil {
+		acmeSvc = newACME(cfg.Acme, node, clustered(cfg), serversHost, logger.With("component", "acme"))
+		certs = acmeSvc
+	}
 	runtime := proxy.New(proxy.Options{
+		ACME:         certs,
 		NodeID:       node.ID(),
 		ServersHost:  serversHost,
 		Logger:       logger.With("component", "proxy"),
@@ -238,6 +247,11 @@ func run(opts options) int {
 			return api.Serve(ctx, bind, h, nil, logger.With("component", "metrics"))
 		})
 	}
+	if acmeSvc != nil {
+		serveHTTP(httpCtx, &httpWG, logger, "acme http-01", acmeSvc.Serve)
+		httpWG.Add(1)
+		go func() { defer httpWG.Done(); acmeSvc.Run(httpCtx) }()
+	}
 	if cfg.Profiler.Enabled {
 		h := api.NewProfilerHandler()
 		bind := cfg.Profiler.Bind
@@ -266,6 +280,13 @@ func run(opts options) int {
 			if err := store.LoadFile(ctx, next.Servers, prune); err != nil {
 				for _, l := range problemLines(err) {
 					logger.Error("reload: config servers", "err", l)
+				}
+			}
+			// Certificates renewed on disk are read again even where the
+			// config did not change.
+			if err := runtime.ReloadCertificates(); err != nil {
+				for _, l := range problemLines(err) {
+					logger.Error("reload: certificates kept", "err", l)
 				}
 			}
 			logger.Info("reloaded", "config", opts.configPath, "servers", len(next.Servers))

@@ -151,10 +151,7 @@ func (s *store) CreateServer(ctx context.Context, name string, srv config.Server
 		return fmt.Errorf("server %q: %w", name, api.ErrExists)
 	}
 	if err := s.rt.Runnable(ctx, srv); err != nil {
-		if errors.Is(err, proxy.ErrUnsupported) {
-			return fmt.Errorf("%w: %w", api.ErrUnsupported, err)
-		}
-		return fmt.Errorf("%w: %w", api.ErrConflict, err)
+		return runnableError(err)
 	}
 	_, err := s.apply(ctx, cluster.Command{
 		Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginAPI, IfAbsent: true,
@@ -259,11 +256,9 @@ func (s *store) UpdateServer(ctx context.Context, name string, srv config.Server
 	if !ok {
 		return 0, fmt.Errorf("server %q: %w", name, api.ErrNotFound)
 	}
-	if err := s.rt.Runnable(ctx, srv); err != nil && (srv.Bind != cur.Server.Bind || errors.Is(err, proxy.ErrUnsupported)) {
-		if errors.Is(err, proxy.ErrUnsupported) {
-			return 0, fmt.Errorf("%w: %w", api.ErrUnsupported, err)
-		}
-		return 0, fmt.Errorf("%w: %w", api.ErrConflict, err)
+	// The bind probe fails on the server's own port: only a new bind counts.
+	if err := s.rt.Runnable(ctx, srv); err != nil && (srv.Bind != cur.Server.Bind || !errors.Is(err, proxy.ErrBindFailed)) {
+		return 0, runnableError(err)
 	}
 	return s.apply(ctx, cluster.Command{
 		Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginAPI, IfRevision: ifRevision,
@@ -288,4 +283,13 @@ func (s *store) BackendStates(server string) map[string]string {
 		out[b] = o.Action
 	}
 	return out
+}
+
+// runnableError maps why this node cannot run a definition to the API's
+// sentinels: a feature or a file it cannot use is 422, a taken port 409.
+func runnableError(err error) error {
+	if errors.Is(err, proxy.ErrUnsupported) || errors.Is(err, proxy.ErrInvalid) {
+		return fmt.Errorf("%w: %w", api.ErrUnsupported, err)
+	}
+	return fmt.Errorf("%w: %w", api.ErrConflict, err)
 }
