@@ -83,8 +83,8 @@ const (
 var (
 	// ErrBindFailed wraps a listen error (address in use, permission denied, …).
 	ErrBindFailed = errors.New("bind failed")
-	// ErrUnsupported marks a server feature whose runtime lands in a later issue
-	// (protocol tls or udp, TLS termination, backends_tls, sni, proxy_protocol).
+	// ErrUnsupported marks a server feature this runtime cannot serve as
+	// configured: tls.acme_hosts without an [acme] section (Options.ACME nil).
 	ErrUnsupported = errors.New("not supported yet")
 	// ErrInvalid marks a definition this node cannot run as written: a
 	// certificate or CA file that is missing or unreadable.
