@@ -1,12 +1,16 @@
-// Command bench compares gobetween's TCP relay with HAProxy (mode tcp), nginx
-// (stream), a minimal Go io.Copy proxy and no proxy at all, on loopback, in one run.
+// Command bench compares gobetween's TCP, TLS and UDP relays with HAProxy (mode
+// tcp), nginx (stream), a minimal Go io.Copy proxy and no proxy at all, on
+// loopback, in one run.
 //
 //	go run ./e2e/bench [-bin bin/gobetween] [-duration 5s] [-warmup 1s] [-reps 3] [-out FILE]
 //
-// Every contender relays to the same backend process (e2e/bench/backend) and is
-// measured with the same load generator, which runs in this process. Repetitions
-// are interleaved — each repetition runs every workload against every contender,
-// in an order rotated per repetition — so that drift of the machine (other load,
+// Every contender relays to the same backend processes (e2e/bench/backend, one
+// for TCP, one for UDP) and is measured with the same load generator, which runs
+// in this process. The TLS workloads make each proxy terminate TLS with the same
+// certificate (generated per run) and relay plain TCP; HAProxy has no UDP proxy,
+// so the UDP workloads' ratios are against nginx alone. Repetitions are
+// interleaved — each repetition runs every workload against every contender, in
+// an order rotated per repetition — so that drift of the machine (other load,
 // thermal state) spreads over all contenders instead of favouring one; the tables
 // report medians. Ratios divide by the best of HAProxy and nginx per workload.
 //
@@ -18,6 +22,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -38,7 +43,10 @@ func main() {
 	flag.IntVar(&o.p.conns, "conns", 50, "keep-alive connections")
 	flag.IntVar(&o.p.workers, "workers", 50, "new-connection workers")
 	flag.IntVar(&o.p.streams, "streams", 4, "bulk connections")
-	flag.StringVar(&o.workloads, "workloads", "keepalive,connect,bulk", "comma-separated workloads: keepalive, connect, bulk, bulk-up")
+	flag.StringVar(&o.workloads, "workloads", defaultWorkloads,
+		"comma-separated workloads: keepalive, connect, bulk, bulk-up, tls-handshake, tls-handshake-rsa, udp-flow, udp-sessions")
+	flag.StringVar(&o.tlsVersion, "tls-version", "1.3", "the TLS version of the TLS workloads: 1.2 or 1.3")
+	flag.IntVar(&o.p.window, "udp-window", 32, "datagrams in flight on the one UDP flow")
 	flag.StringVar(&o.contenders, "contenders", strings.Join(allContenders, ","), "comma-separated contenders")
 	flag.BoolVar(&o.splice, "haproxy-splice", false, "give HAProxy `option splice-auto` (off: its defaults)")
 	flag.DurationVar(&o.pause, "pause", 300*time.Millisecond, "idle time between runs, for closed connections to settle")
@@ -59,6 +67,7 @@ type options struct {
 	reps       int
 	workloads  string
 	contenders string
+	tlsVersion string
 	splice     bool
 	pause      time.Duration
 	out        string
@@ -66,8 +75,17 @@ type options struct {
 }
 
 func run(ctx context.Context, o options) int {
-	if o.reps < 1 || o.p.duration <= 0 || o.p.warmup < 0 || o.p.conns < 1 || o.p.workers < 1 || o.p.streams < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -reps, -duration, -conns, -workers and -streams must be positive")
+	if o.reps < 1 || o.p.duration <= 0 || o.p.warmup < 0 || o.p.conns < 1 || o.p.workers < 1 || o.p.streams < 1 || o.p.window < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -reps, -duration, -conns, -workers, -streams and -udp-window must be positive")
+		return 2
+	}
+	switch o.tlsVersion {
+	case "1.2":
+		o.p.tlsVersion = tls.VersionTLS12
+	case "1.3":
+		o.p.tlsVersion = tls.VersionTLS13
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -tls-version %q: want 1.2 or 1.3\n", o.tlsVersion)
 		return 2
 	}
 	wls, err := pickWorkloads(o.workloads, o.p)
@@ -96,8 +114,18 @@ func run(ctx context.Context, o options) int {
 	// the harness, and none writes into a removed directory.
 	defer ps.stopAll(3 * time.Second)
 
-	s := &stage{ctx: ctx, dir: dir, procs: ps, gobinary: o.bin, splice: o.splice}
-	if err := s.startBackend(); err != nil {
+	var kinds []string
+	for _, w := range wls {
+		if !slices.Contains(kinds, w.Listener) {
+			kinds = append(kinds, w.Listener)
+		}
+	}
+	s := &stage{ctx: ctx, dir: dir, procs: ps, gobinary: o.bin, splice: o.splice, tlsVersion: o.p.tlsVersion}
+	if err := s.writeCerts(kinds); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: certificates:", err)
+		return 1
+	}
+	if err := s.startBackends(kinds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: backend:", err)
 		return 1
 	}
@@ -106,35 +134,57 @@ func run(ctx context.Context, o options) int {
 		Settings: settings{
 			Duration: o.p.duration.String(), Warmup: o.p.warmup.String(), Repetitions: o.reps,
 			Conns: o.p.conns, Workers: o.p.workers, Streams: o.p.streams, HAProxySplice: o.splice,
+			TLSVersion: tlsName(o.p.tlsVersion), UDPWindow: o.p.window,
 		},
 		Host: host{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(),
 			Kernel: output(ctx, "uname", "-r"), LoadAvg: loadAvg()},
 	}
-	fmt.Printf("backend on %s; work directory %s\n", s.backend, dir)
+	fmt.Printf("backend on tcp %s, udp %s; work directory %s\n", orNone(s.backend), orNone(s.udpBackend), dir)
 	if l := rep.Host.LoadAvg; l > float64(runtime.NumCPU())/2 {
 		fmt.Printf("warning: load average %.1f on %d CPUs: other work on this machine will skew the results\n", l, runtime.NumCPU())
+	}
+	if ct, ok := readConntrack(); ok {
+		rep.Host.Conntrack = &ct
+		if ct.Count > ct.Max/2 {
+			fmt.Printf("warning: netfilter's connection-tracking table is %d/%d full: new connections will be dropped once it fills\n", ct.Count, ct.Max)
+		}
 	}
 
 	var live []contender
 	for _, name := range names {
-		c := s.startContender(name)
+		c := s.startContender(name, kinds)
 		rep.Contenders = append(rep.Contenders, c)
-		if c.Skip != "" {
-			fmt.Printf("%-10s not measured: %s\n", name, c.Skip)
-			continue
+		for _, kind := range kinds {
+			if a, ok := c.Addrs[kind]; ok {
+				fmt.Printf("%-10s %-9s %-22s %s\n", name, kind, a, c.Version)
+			} else if why, ok := c.Skip[kind]; ok {
+				fmt.Printf("%-10s %-9s not measured: %s\n", name, kind, why)
+			}
 		}
-		fmt.Printf("%-10s %-22s %s\n", name, c.Addr, c.Version)
-		live = append(live, c)
+		if len(c.Addrs) > 0 {
+			live = append(live, c)
+		}
 	}
 	if len(live) == 0 {
 		fmt.Fprintln(os.Stderr, "bench: no contender could be started")
 		return 1
 	}
 
+	total := 0
 	for _, w := range wls {
-		rep.Workloads = append(rep.Workloads, workloadResult{workload: w})
+		wr := workloadResult{workload: w}
+		for _, c := range rep.Contenders {
+			if why := lacks[c.Name][w.Listener]; why != "" {
+				wr.notApplicable(c.Name, why)
+			}
+		}
+		rep.Workloads = append(rep.Workloads, wr)
+		for _, c := range live {
+			if _, ok := c.Addrs[w.Listener]; ok {
+				total += o.reps
+			}
+		}
 	}
-	total := o.reps * len(wls) * len(live)
 	fmt.Printf("%d runs of %v (+%v warm-up): about %v\n", total, o.p.duration, o.p.warmup,
 		(time.Duration(total) * (o.p.duration + o.p.warmup + o.pause)).Round(time.Second))
 
@@ -145,17 +195,25 @@ runs:
 			for k := range live {
 				// Rotate the order per repetition so no contender always runs first.
 				c := live[(k+r)%len(live)]
+				addr, ok := c.Addrs[w.Listener]
+				if !ok {
+					continue
+				}
 				if !sleep(ctx, o.pause) {
 					interrupted = true
 					break runs
 				}
-				m := w.run(ctx, c.Addr, o.p)
+				m := w.run(ctx, addr, o.p)
 				if ctx.Err() != nil {
 					interrupted = true
 					break runs
 				}
+				full := ""
+				if ct, ok := readConntrack(); ok && ct.full() {
+					m.ConntrackFull, full = true, "  conntrack full"
+				}
 				rep.Workloads[i].add(c.Name, m)
-				fmt.Printf("rep %d/%d  %-9s  %-9s  %12s %-6s  errors %d\n", r+1, o.reps, w.Name, c.Name, format(m.Value), w.Unit, m.Errors)
+				fmt.Printf("rep %d/%d  %-17s  %-9s  %12s %-7s  errors %d%s\n", r+1, o.reps, w.Name, c.Name, format(m.Value), w.Unit, m.Errors, full)
 			}
 		}
 	}
@@ -224,4 +282,11 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func orNone(addr string) string {
+	if addr == "" {
+		return "none"
+	}
+	return addr
 }

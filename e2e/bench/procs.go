@@ -32,16 +32,20 @@ type procs struct {
 	list []*proc
 }
 
-// start runs argv as a child named name, output appended to logPath. If firstLine
-// is not nil, the first line of the child's standard output is sent to it (the
-// address our own helpers print) and the rest goes to the log.
-func (ps *procs) start(name, dir, logPath string, firstLine chan<- string, argv ...string) (*proc, error) {
+// start runs argv as a child named name, output appended to logPath, with env
+// added to the harness's environment. If firstLine is not nil, the first line of
+// the child's standard output is sent to it (the address our own helpers print)
+// and the rest goes to the log.
+func (ps *procs) start(name, dir, logPath string, env []string, firstLine chan<- string, argv ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%s: log: %w", name, err)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stdout io.ReadCloser

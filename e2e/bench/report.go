@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -31,6 +32,8 @@ type settings struct {
 	Workers       int    `json:"connect_workers"`
 	Streams       int    `json:"bulk_streams"`
 	HAProxySplice bool   `json:"haproxy_splice"`
+	TLSVersion    string `json:"tls_version"`
+	UDPWindow     int    `json:"udp_window"`
 }
 
 type host struct {
@@ -41,7 +44,45 @@ type host struct {
 	// LoadAvg is /proc/loadavg's 1-minute figure at the start: other work on the
 	// machine skews every contender, and this says how busy it was.
 	LoadAvg float64 `json:"loadavg_1m"`
+	// Conntrack is netfilter's connection-tracking table at the start, where
+	// the module is loaded: loopback connections and UDP sessions go through
+	// it too, and once it is full the kernel drops new ones.
+	Conntrack *conntrackUse `json:"conntrack,omitempty"`
 }
+
+// conntrackUse is the size and use of netfilter's connection-tracking table.
+type conntrackUse struct {
+	Count int `json:"count"`
+	Max   int `json:"max"`
+}
+
+// full reports whether new entries are about to be dropped.
+func (c conntrackUse) full() bool { return c.Max > 0 && c.Count >= c.Max*95/100 }
+
+// readConntrack returns the table's use; ok is false where netfilter's
+// connection tracking is not loaded.
+func readConntrack() (c conntrackUse, ok bool) {
+	read := func(name string) (int, bool) {
+		b, err := os.ReadFile("/proc/sys/net/netfilter/" + name)
+		if err != nil {
+			return 0, false
+		}
+		var v int
+		_, err = fmt.Sscan(string(b), &v)
+		return v, err == nil
+	}
+	var ok1, ok2 bool
+	c.Count, ok1 = read("nf_conntrack_count")
+	c.Max, ok2 = read("nf_conntrack_max")
+	return c, ok1 && ok2
+}
+
+// conntrackAdvice is printed when the table filled during a run.
+const conntrackAdvice = `netfilter's connection-tracking table was full during the runs marked "conntrack full":
+the kernel then drops new connections and UDP sessions (each leaves two entries, for 120 s
+after a TCP close, 30 s after a UDP reply), which skews the new-connection, TLS and new-session
+workloads of every contender. Raise net.netfilter.nf_conntrack_max, or exempt loopback:
+  iptables -t raw -I OUTPUT -o lo -j NOTRACK; iptables -t raw -I PREROUTING -i lo -j NOTRACK`
 
 // loadAvg returns the 1-minute load average, or -1 where it cannot be read.
 func loadAvg() float64 {
@@ -64,6 +105,17 @@ type workloadResult struct {
 	// divide each contender's median by that peer's.
 	BestPeer string             `json:"best_peer,omitempty"`
 	Ratios   map[string]float64 `json:"ratios,omitempty"`
+	// NA names the contenders this workload does not apply to, and why
+	// (HAProxy has no UDP proxy).
+	NA map[string]string `json:"not_applicable,omitempty"`
+}
+
+// notApplicable records that the workload does not apply to contender name.
+func (w *workloadResult) notApplicable(name, why string) {
+	if w.NA == nil {
+		w.NA = make(map[string]string)
+	}
+	w.NA[name] = why
 }
 
 type contenderResult struct {
@@ -173,18 +225,38 @@ func (r *report) print(out io.Writer) {
 			}
 			fmt.Fprintf(tw, "%-10s\t%s\t%s\t%d\t%s\t\n", c.Contender, format(c.Median), strings.Join(runs, " "), c.Errors, ratio)
 		}
+		var na []string
+		for _, c := range r.Contenders {
+			if why, ok := w.NA[c.Name]; ok {
+				fmt.Fprintf(tw, "%-10s\tn/a\t\t\t\t\n", c.Name)
+				na = append(na, c.Name+": "+why)
+			}
+		}
 		tw.Flush()
+		if len(na) > 0 {
+			fmt.Fprintf(out, "n/a: %s\n", strings.Join(na, "; "))
+		}
 		if w.BestPeer != "" {
 			fmt.Fprintf(out, "best peer: %s\n", w.BestPeer)
 		}
 	}
 	for _, c := range r.Contenders {
-		if c.Skip != "" {
-			fmt.Fprintf(out, "\nnot measured: %s: %s\n", c.Name, c.Skip)
+		kinds := slices.Sorted(maps.Keys(c.Skip))
+		for _, kind := range kinds {
+			fmt.Fprintf(out, "\nnot measured: %s %s: %s\n", c.Name, kind, c.Skip[kind])
 		}
 	}
 
-	fmt.Fprintf(out, "\nratio to the best of HAProxy and nginx (median / median; > 1 is faster)\n")
+	for _, w := range r.Workloads {
+		if slices.ContainsFunc(w.Results, func(c contenderResult) bool {
+			return slices.ContainsFunc(c.Runs, func(m measurement) bool { return m.ConntrackFull })
+		}) {
+			fmt.Fprintf(out, "\n%s\n", conntrackAdvice)
+			break
+		}
+	}
+
+	fmt.Fprintf(out, "\nratio to the best of HAProxy and nginx (median / median; > 1 is faster; UDP: nginx alone)\n")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "%-16s\t", "")
 	for _, w := range r.Workloads {
@@ -196,6 +268,8 @@ func (r *report) print(out io.Writer) {
 		for _, w := range r.Workloads {
 			if v, ok := w.Ratios[name]; ok {
 				fmt.Fprintf(tw, "%.2f\t", v)
+			} else if _, ok := w.NA[name]; ok {
+				fmt.Fprint(tw, "n/a\t")
 			} else {
 				fmt.Fprint(tw, "-\t")
 			}

@@ -13,16 +13,15 @@ import (
 	"github.com/gobetween/gobetween/e2e/bench/wire"
 )
 
-// workload is one kind of load. run drives addr for a warm-up, then measures for
-// a fixed duration, and returns the rate in unit.
-//
-// A UDP workload is added by appending an entry whose run speaks datagrams; the
-// contenders then need a UDP listener too (see startContender).
+// workload is one kind of load. run drives addr, the contender's listener of
+// kind Listener, for a warm-up, then measures for a fixed duration, and returns
+// the rate in unit.
 type workload struct {
-	Name  string `json:"name"`
-	Title string `json:"title"`
-	Unit  string `json:"unit"`
-	run   func(ctx context.Context, addr string, p params) measurement
+	Name     string `json:"name"`
+	Title    string `json:"title"`
+	Unit     string `json:"unit"`
+	Listener string `json:"listener"` // a listener kind (kindTCP, …)
+	run      func(ctx context.Context, addr string, p params) measurement
 }
 
 // params are the load settings from the command line.
@@ -32,6 +31,10 @@ type params struct {
 	conns    int // keep-alive connections
 	workers  int // new-connection workers
 	streams  int // bulk connections
+	// tlsVersion is the one TLS version the load generator offers.
+	tlsVersion uint16
+	// window is how many datagrams the UDP flow keeps in flight.
+	window int
 }
 
 // measurement is one run of one workload against one contender.
@@ -39,40 +42,81 @@ type measurement struct {
 	Value  float64 `json:"value"`
 	Errors int64   `json:"errors"`
 	Err    string  `json:"error,omitempty"` // set when the run measured nothing
+	// ConntrackFull is set when netfilter's connection-tracking table was full
+	// at the end of the run (see conntrackAdvice).
+	ConntrackFull bool `json:"conntrack_full,omitempty"`
 }
 
 func workloads(p params) []workload {
 	return []workload{
 		{
-			Name:  "keepalive",
-			Title: fmt.Sprintf("keep-alive requests/s (%d connections, %d B request, %d B reply)", p.conns, wire.Size, wire.Size),
-			Unit:  "req/s",
-			run:   runKeepalive,
+			Name:     "keepalive",
+			Title:    fmt.Sprintf("keep-alive requests/s (%d connections, %d B request, %d B reply)", p.conns, wire.Size, wire.Size),
+			Unit:     "req/s",
+			Listener: kindTCP,
+			run:      runKeepalive,
 		},
 		{
-			Name:  "connect",
-			Title: fmt.Sprintf("new TCP connections/s (%d workers: connect, %d B request, %d B reply, close)", p.workers, wire.Size, wire.Size),
-			Unit:  "conn/s",
-			run:   runConnect,
+			Name:     "connect",
+			Title:    fmt.Sprintf("new TCP connections/s (%d workers: connect, %d B request, %d B reply, close)", p.workers, wire.Size, wire.Size),
+			Unit:     "conn/s",
+			Listener: kindTCP,
+			run:      runConnect,
 		},
 		{
-			Name:  "bulk",
-			Title: fmt.Sprintf("bulk throughput Gbit/s, backend to client (%d connections)", p.streams),
-			Unit:  "Gbit/s",
+			Name:     "bulk",
+			Title:    fmt.Sprintf("bulk throughput Gbit/s, backend to client (%d connections)", p.streams),
+			Unit:     "Gbit/s",
+			Listener: kindTCP,
 			run: func(ctx context.Context, addr string, p params) measurement {
 				return runBulk(ctx, addr, p, wire.ModeDown)
 			},
 		},
 		{
-			Name:  "bulk-up",
-			Title: fmt.Sprintf("bulk throughput Gbit/s, client to backend (%d connections)", p.streams),
-			Unit:  "Gbit/s",
+			Name:     "bulk-up",
+			Title:    fmt.Sprintf("bulk throughput Gbit/s, client to backend (%d connections)", p.streams),
+			Unit:     "Gbit/s",
+			Listener: kindTCP,
 			run: func(ctx context.Context, addr string, p params) measurement {
 				return runBulk(ctx, addr, p, wire.ModeUp)
 			},
 		},
+		{
+			Name: "tls-handshake",
+			Title: fmt.Sprintf("new TLS connections/s, ECDSA P-256 (%d workers: full %s handshake, X25519, %d B request, %d B reply, close)",
+				p.workers, tlsName(p.tlsVersion), wire.Size, wire.Size),
+			Unit:     "conn/s",
+			Listener: kindTLSECDSA,
+			run:      runTLSHandshake,
+		},
+		{
+			Name: "tls-handshake-rsa",
+			Title: fmt.Sprintf("new TLS connections/s, RSA 2048 (%d workers: full %s handshake, X25519, %d B request, %d B reply, close)",
+				p.workers, tlsName(p.tlsVersion), wire.Size, wire.Size),
+			Unit:     "conn/s",
+			Listener: kindTLSRSA,
+			run:      runTLSHandshake,
+		},
+		{
+			Name:     "udp-flow",
+			Title:    fmt.Sprintf("one UDP flow: echoed datagrams/s (1 socket, %d datagrams of %d B in flight)", p.window, wire.Size),
+			Unit:     "dgram/s",
+			Listener: kindUDPFlow,
+			run:      runUDPFlow,
+		},
+		{
+			Name:     "udp-sessions",
+			Title:    fmt.Sprintf("new UDP sessions/s (%d workers: new socket, %d B request, %d B reply, close)", p.workers, wire.Size, wire.Size),
+			Unit:     "sess/s",
+			Listener: kindUDPOnce,
+			run:      runUDPSessions,
+		},
 	}
 }
+
+// defaultWorkloads is what -workloads selects unless told otherwise: everything
+// but bulk-up, about 9 minutes with the defaults on 2 cores.
+const defaultWorkloads = "keepalive,connect,bulk,tls-handshake,tls-handshake-rsa,udp-flow,udp-sessions"
 
 // counters are what workers report: completed units of work and failures.
 type counters struct {

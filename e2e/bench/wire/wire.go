@@ -9,7 +9,8 @@
 //     (bulk download).
 //   - ModeUp: the backend reads and discards until the client closes (bulk upload).
 //
-// UDP workloads, when added, will reuse Size and the echo mode per datagram.
+// Over UDP every datagram is answered with itself (ServeUDP): the UDP workloads
+// send Size-byte ModeEcho messages and expect them back.
 package wire
 
 import (
@@ -118,6 +119,49 @@ func Check(addr string, timeout time.Duration) error {
 		return fmt.Errorf("read: %w", err)
 	}
 	if rep != req {
+		return errors.New("reply differs from the request")
+	}
+	return nil
+}
+
+// ServeUDP answers every datagram received on c with the same bytes, to its
+// sender, until c is closed; it returns nil then, or the error that stopped it.
+// Several goroutines may serve one socket: while one waits in a read, another
+// writes its reply.
+func ServeUDP(c *net.UDPConn) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		// A reply that cannot be sent is a lost datagram, which the client counts.
+		c.WriteToUDPAddrPort(buf[:n], from)
+	}
+}
+
+// CheckUDP sends one echo datagram to addr from a new socket and waits for it
+// to come back: the proof that a UDP proxy is up and relays to the backend.
+func CheckUDP(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("udp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	req := Message(ModeEcho)
+	if _, err := c.Write(req[:]); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	var rep [Size + 1]byte // one byte more, to see a longer reply
+	n, err := c.Read(rep[:])
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if n != Size || [Size]byte(rep[:Size]) != req {
 		return errors.New("reply differs from the request")
 	}
 	return nil
