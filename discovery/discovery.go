@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -37,10 +38,13 @@ type Registry struct {
 	factories map[string]Factory
 }
 
+// builtinKinds are the kinds this package provides. Each kind's file adds
+// itself in init (coredns plugins do the same); nothing changes it afterwards.
+var builtinKinds = map[string]Factory{}
+
 // NewRegistry returns a registry with the built-in kinds registered.
 func NewRegistry() *Registry {
-	r := &Registry{factories: map[string]Factory{}}
-	r.Register("static", newStatic)
+	r := &Registry{factories: maps.Clone(builtinKinds)}
 	return r
 }
 
@@ -240,4 +244,23 @@ func sortedCopy(list []config.Backend) []config.Backend {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Port, b.Port))
 	})
 	return out
+}
+
+// maxPayload bounds what one fetch reads from a source (an HTTP body, a
+// command's output, an API answer): a larger payload is a failed fetch, not
+// an exhausted heap.
+const maxPayload = 8 << 20
+
+var errPayloadTooLarge = fmt.Errorf("payload larger than %d bytes", maxPayload)
+
+// readPayload reads r to its end, failing past maxPayload.
+func readPayload(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxPayload+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxPayload {
+		return nil, errPayloadTooLarge
+	}
+	return b, nil
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/gobetween/gobetween/config"
 )
 
+func init() { builtinKinds["static"] = newStatic }
+
 // staticProvider returns the backends of static_list. It is immutable.
 type staticProvider struct {
 	lines []string
