@@ -29,6 +29,10 @@ const (
 	// certificates and challenge tokens); the FSM never looks inside them.
 	PutBlob    CommandType = "put_blob"
 	DeleteBlob CommandType = "delete_blob"
+	// PutDiscovered records what a cluster-scope discovery fetched for the
+	// server Name (Discovered): every node balances over that set. Only the
+	// leader proposes it.
+	PutDiscovered CommandType = "put_discovered"
 )
 
 // MaxBlobSize caps a blob's value: every node keeps every blob in memory and in
@@ -62,6 +66,7 @@ type Command struct {
 	Backend    string         `json:"backend,omitempty"`     // overrides: host:port
 	Action     string         `json:"action,omitempty"`      // set_override: ActionDrain or ActionDisable
 	Value      []byte         `json:"value,omitempty"`       // put_blob: the blob, at most MaxBlobSize bytes
+	Discovered *Discovered    `json:"discovered,omitempty"`  // put_discovered: the fetch's result
 	Time       time.Time      `json:"time"`                  // set by the proposer; the FSM never reads the clock
 }
 
@@ -113,6 +118,10 @@ func (c *Command) Validate() error {
 			return fmt.Errorf("%w: blob %q of %d bytes exceeds %d", ErrInvalidCommand, c.Name, len(c.Value), MaxBlobSize)
 		}
 	case DeleteBlob:
+	case PutDiscovered:
+		if c.Discovered == nil {
+			return fmt.Errorf("%w: put_discovered without a result", ErrInvalidCommand)
+		}
 	default:
 		return fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, c.Type)
 	}

@@ -101,6 +101,8 @@ func apply(cur *State, index uint64, data []byte) (*State, applyResult) {
 		return applyPutBlob(cur, index, c)
 	case DeleteBlob:
 		return applyDeleteBlob(cur, index, c)
+	case PutDiscovered:
+		return applyPutDiscovered(cur, index, c)
 	}
 	// Unreachable after Validate; kept so a new type added there cannot panic here.
 	return cur.withRevision(index), applyResult{Err: fmt.Errorf("%w: unknown type %q", ErrInvalidCommand, c.Type)}
@@ -144,6 +146,10 @@ func applyDelete(cur *State, index uint64, c Command) (*State, applyResult) {
 	if _, ok := cur.Overrides[c.Name]; ok {
 		next.Overrides = maps.Clone(cur.Overrides)
 		delete(next.Overrides, c.Name)
+	}
+	if _, ok := cur.Discovered[c.Name]; ok {
+		next.Discovered = maps.Clone(cur.Discovered)
+		delete(next.Discovered, c.Name)
 	}
 	return next, applyResult{Revision: index}
 }
@@ -196,6 +202,19 @@ func applyPutBlob(cur *State, index uint64, c Command) (*State, applyResult) {
 	if next.Blobs[c.Name] == nil {
 		next.Blobs[c.Name] = []byte{}
 	}
+	return next, applyResult{Revision: index}
+}
+
+// applyPutDiscovered records a cluster-scope discovery result. A result for a
+// server that no longer exists is dropped (the leader's loop may race a
+// delete); a failed fetch keeps the last good backends (the proposer decides
+// what the fail policy delivers) and records the error and the time.
+func applyPutDiscovered(cur *State, index uint64, c Command) (*State, applyResult) {
+	if _, ok := cur.Servers[c.Name]; !ok {
+		return refuse(cur, index, ErrNotFound)
+	}
+	next := cur.withDiscovered(index)
+	next.Discovered[c.Name] = c.Discovered.clone()
 	return next, applyResult{Revision: index}
 }
 
@@ -254,6 +273,9 @@ func decodeSnapshot(r io.Reader) (*State, error) {
 	if s.Blobs == nil {
 		// Snapshots written before blobs existed have none.
 		s.Blobs = map[string][]byte{}
+	}
+	if s.Discovered == nil {
+		s.Discovered = map[string]Discovered{}
 	}
 	return s, nil
 }

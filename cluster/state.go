@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/gobetween/gobetween/config"
@@ -32,10 +33,31 @@ type State struct {
 	// Blobs are the values of put_blob by key. A value is shared like the
 	// rest: never modify it (copy it to keep it beyond the State's use).
 	Blobs map[string][]byte `json:"blobs,omitempty"`
+	// Discovered are the last results of the cluster-scope discoveries, by
+	// server name.
+	Discovered map[string]Discovered `json:"discovered,omitempty"`
+}
+
+// Discovered is one cluster-scope discovery result, as the leader fetched it.
+type Discovered struct {
+	Backends []config.Backend `json:"backends"`
+	// Fetched is when the leader's fetch ended; Error is its error, "" on
+	// success (Backends then are what the fail policy keeps: the last good
+	// set with keeplast, none with setempty).
+	Fetched time.Time `json:"fetched"`
+	Error   string    `json:"error,omitempty"`
+	// By is the node that fetched.
+	By string `json:"by,omitempty"`
+}
+
+func (d *Discovered) clone() Discovered {
+	c := *d
+	c.Backends = slices.Clone(d.Backends)
+	return c
 }
 
 func emptyState() *State {
-	return &State{Servers: map[string]ServerEntry{}, Overrides: map[string]map[string]Override{}, Blobs: map[string][]byte{}}
+	return &State{Servers: map[string]ServerEntry{}, Overrides: map[string]map[string]Override{}, Blobs: map[string][]byte{}, Discovered: map[string]Discovered{}}
 }
 
 // withRevision returns a shallow copy of s at revision rev; the maps are shared,
@@ -63,6 +85,17 @@ func (s *State) withOverrides(rev uint64) *State {
 	c.Overrides = make(map[string]map[string]Override, len(s.Overrides)+1)
 	for k, v := range s.Overrides {
 		c.Overrides[k] = v
+	}
+	return c
+}
+
+// withDiscovered returns a copy of s at rev whose Discovered map may be
+// modified (replace a value, never write into a shared one).
+func (s *State) withDiscovered(rev uint64) *State {
+	c := s.withRevision(rev)
+	c.Discovered = maps.Clone(s.Discovered)
+	if c.Discovered == nil {
+		c.Discovered = map[string]Discovered{}
 	}
 	return c
 }
