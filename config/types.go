@@ -224,6 +224,12 @@ type Discovery struct {
 	Failpolicy string   `toml:"failpolicy" json:"failpolicy"` // keeplast, setempty
 	Interval   Duration `toml:"interval" json:"interval"`
 	Timeout    Duration `toml:"timeout" json:"timeout"`
+	// Scope (new) says where a discovery runs in a cluster: "cluster" (the
+	// leader fetches, the result goes through the Raft log, every node
+	// balances over the same set) or "node" (each node fetches for itself).
+	// Empty means cluster in a cluster; a single node always fetches itself.
+	// static lists are read by every node whatever the scope.
+	Scope string `toml:"scope" json:"scope,omitempty"`
 
 	// static
 	StaticList []string `toml:"static_list" json:"static_list,omitempty"`

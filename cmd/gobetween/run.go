@@ -171,16 +171,27 @@ func run(opts options) int {
 		acmeSvc = newACME(cfg.Acme, node, clustered(cfg), serversHost, logger.With("component", "acme"))
 		certs = acmeSvc
 	}
+	registry := discovery.NewRegistry()
 	runtime := proxy.New(proxy.Options{
 		ACME:         certs,
 		NodeID:       node.ID(),
 		ServersHost:  serversHost,
 		Logger:       logger.With("component", "proxy"),
-		NewDiscovery: newDiscovery(logger),
+		NewDiscovery: newDiscovery(logger, registry, node, clustered(cfg)),
 		NewMonitor:   newMonitor(logger),
 		NewBalancer:  balance.New,
 	})
 	ctx := context.Background()
+	// Cluster-scope discoveries run on the leader, their results go through
+	// the log.
+	leadCtx, stopLeading := context.WithCancel(ctx)
+	leadDone := make(chan struct{})
+	go func() {
+		defer close(leadDone)
+		if clustered(cfg) {
+			(&leaderDiscovery{node: node, registry: registry, log: logger.With("component", "discovery")}).run(leadCtx)
+		}
+	}()
 	// Observed state (health, connections, bytes/s) flows both ways between the
 	// data path and the gossip until the data path has drained.
 	shareCtx, stopSharing := context.WithCancel(ctx)
@@ -307,6 +318,8 @@ func run(opts options) int {
 		}
 	}()
 	stopLoading()
+	stopLeading()
+	<-leadDone
 	// Not node.Leave: that removes the node from the cluster for good, while a
 	// stopped node is usually restarted; the others treat it as failed until it
 	// is back (removal is DELETE /cluster/members/{id}).
@@ -344,17 +357,6 @@ func warnRestartOnly(logger *slog.Logger, cur, next *config.Config) {
 	jb, _ := config.Encode(b, "json")
 	if string(ja) != string(jb) {
 		logger.Warn("reload: changes outside [servers] and [defaults] (logging, api, metrics, profiler, acme, cluster) take effect at the next restart")
-	}
-}
-
-func newDiscovery(logger *slog.Logger) func(string, config.Discovery) (proxy.Discoverer, error) {
-	registry := discovery.NewRegistry()
-	return func(server string, cfg config.Discovery) (proxy.Discoverer, error) {
-		p, err := registry.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		return discovery.NewSource(cfg, p, logger.With("component", "discovery", "server", server)), nil
 	}
 }
 

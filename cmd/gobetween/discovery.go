@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gobetween/gobetween/cluster"
+	"github.com/gobetween/gobetween/config"
+	"github.com/gobetween/gobetween/discovery"
+	"github.com/gobetween/gobetween/proxy"
+)
+
+// leaderPoll is how often a node checks whether it leads, to start or stop the
+// cluster-scope discoveries: a new leader takes them over within it.
+const leaderPoll = 250 * time.Millisecond
+
+// clusterScoped reports whether a discovery runs on the leader only, its
+// result going through the Raft log: in a cluster, unless scope = "node".
+// static lists are in the definition itself: every node reads them.
+func clusterScoped(clustered bool, d config.Discovery) bool {
+	return clustered && d.Kind != "static" && d.Scope != "node"
+}
+
+// newDiscovery builds the discovery of one server for the proxy: a Source that
+// fetches here, or, for a cluster-scope discovery, the result the leader
+// stored in the log.
+func newDiscovery(logger *slog.Logger, registry *discovery.Registry, node *cluster.Node, clustered bool) func(string, config.Discovery) (proxy.Discoverer, error) {
+	return func(server string, cfg config.Discovery) (proxy.Discoverer, error) {
+		p, err := registry.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if clusterScoped(clustered, cfg) {
+			return logDiscoverer{node: node, server: server}, nil
+		}
+		return discovery.NewSource(cfg, p, logger.With("component", "discovery", "server", server)), nil
+	}
+}
+
+// logDiscoverer delivers what the leader's discovery of one server stored in
+// the log (proxy.Discoverer).
+type logDiscoverer struct {
+	node   *cluster.Node
+	server string
+}
+
+func (d logDiscoverer) Run(ctx context.Context, update func([]config.Backend)) {
+	changed, cancel := d.node.Subscribe()
+	defer cancel()
+	var last *cluster.Discovered
+	for {
+		if r, ok := d.node.State().Discovered[d.server]; ok && (last == nil || !r.Fetched.Equal(last.Fetched)) {
+			last = &r
+			update(r.Backends)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// leaderDiscovery runs, on the leader only, the cluster-scope discoveries of
+// the servers in the desired state and writes each result to the log. A node
+// that loses the lead stops them; the new leader starts them at once (its
+// first fetch is immediate), so the hand-over costs less than one interval.
+type leaderDiscovery struct {
+	node     *cluster.Node
+	registry *discovery.Registry
+	log      *slog.Logger
+	running  map[string]*leaderSource
+}
+
+type leaderSource struct {
+	cfg    config.Discovery
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (l *leaderDiscovery) run(ctx context.Context) {
+	changed, cancel := l.node.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(leaderPoll)
+	defer tick.Stop()
+	l.running = map[string]*leaderSource{}
+	defer l.stopAll()
+	for {
+		l.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+func (l *leaderDiscovery) reconcile(ctx context.Context) {
+	if !l.node.IsLeader() {
+		l.stopAll()
+		return
+	}
+	st := l.node.State()
+	for name, r := range l.running {
+		e, ok := st.Servers[name]
+		if !ok || e.Server.Discovery == nil || !clusterScoped(true, *e.Server.Discovery) ||
+			!(config.Server{Discovery: e.Server.Discovery}).Equal(config.Server{Discovery: &r.cfg}) {
+			l.stop(name)
+		}
+	}
+	for name, e := range st.Servers {
+		d := e.Server.Discovery
+		if d == nil || !clusterScoped(true, *d) {
+			continue
+		}
+		if _, ok := l.running[name]; !ok {
+			l.start(ctx, name, *d)
+		}
+	}
+}
+
+func (l *leaderDiscovery) start(ctx context.Context, name string, cfg config.Discovery) {
+	log := l.log.With("server", name)
+	p, err := l.registry.New(cfg)
+	if err != nil {
+		log.Error("cluster discovery not started", "err", err)
+		return
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	r := &leaderSource{cfg: cfg, cancel: cancel, done: make(chan struct{})}
+	l.running[name] = r
+	src := discovery.NewSource(cfg, p, log)
+	go func() {
+		defer close(r.done)
+		src.Run(rctx, func(list []config.Backend) {
+			_, err := l.node.Apply(rctx, cluster.Command{
+				Type: cluster.PutDiscovered, Name: name,
+				Discovered: &cluster.Discovered{Backends: list, Fetched: time.Now().UTC(), By: l.node.ID()},
+			})
+			if err != nil && rctx.Err() == nil {
+				log.Warn("cluster discovery: result not stored", "backends", len(list), "err", err)
+			}
+		})
+	}()
+	log.Info("cluster discovery started on the leader", "kind", cfg.Kind)
+}
+
+func (l *leaderDiscovery) stop(name string) {
+	r := l.running[name]
+	delete(l.running, name)
+	r.cancel()
+	<-r.done
+}
+
+func (l *leaderDiscovery) stopAll() {
+	for name := range l.running {
+		l.stop(name)
+	}
+}
