@@ -188,6 +188,8 @@ func TestValidate(t *testing.T) {
 		{"proxy version", web(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{Version: "3"} }), "servers.web.proxy_protocol.version", `unknown version "3"`},
 		{"proxy version missing", web(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{} }), "servers.web.proxy_protocol.version", "required"},
 		{"proxy on udp", dns(func(s *Server) { s.ProxyProtocol = &ProxyProtocol{Version: "1"} }), "servers.dns.proxy_protocol", "only with protocol tcp or tls"},
+		{"discovery scope", web(func(s *Server) { s.Discovery.Scope = "region" }), "servers.web.discovery.scope", `unknown scope "region"`},
+		{"discovery scope node", web(func(s *Server) { s.Discovery.Scope = "node" }), "", ""},
 		{"accept proxy defaults", web(func(s *Server) { s.AcceptProxyProtocol = &AcceptProxyProtocol{} }), "", ""},
 		{"accept proxy allow", web(func(s *Server) {
 			s.AcceptProxyProtocol = &AcceptProxyProtocol{Allow: []string{"10.0.0.0/8", "::1", "10.0.0.300"}}

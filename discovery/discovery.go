@@ -27,6 +27,15 @@ type Provider interface {
 	Fetch(ctx context.Context) ([]config.Backend, error)
 }
 
+// Watcher is an optional capability of a Provider whose source can wait for a
+// change (a Consul blocking query). Watch returns as soon as the list differs
+// from the one the previous Watch returned, or with the unchanged list when its
+// wait ends; it keeps that wait short enough to answer before ctx's deadline.
+// The first Watch returns at once. A Source calls Watch instead of Fetch.
+type Watcher interface {
+	Watch(ctx context.Context) ([]config.Backend, error)
+}
+
 // Factory builds a provider from its config. It may reject settings that
 // validation normally rejects first; it must not panic on them.
 type Factory func(cfg config.Discovery) (Provider, error)
@@ -85,6 +94,12 @@ func (r *Registry) New(cfg config.Discovery) (Provider, error) {
 const (
 	minBackoff = time.Second
 	maxBackoff = 30 * time.Second
+	// minWatchGap is the shortest time between the starts of two Watch calls
+	// when the interval is shorter: a source whose list changes all the time,
+	// or one that ignores the wait and answers at once, costs one query a
+	// second, not a busy loop (Consul asks clients of blocking queries to rate
+	// limit).
+	minWatchGap = time.Second
 )
 
 // Source runs the discovery loop of one server around a Provider.
@@ -96,6 +111,8 @@ type Source struct {
 	// minBackoff and maxBackoff are the package constants; tests shorten them.
 	minBackoff time.Duration
 	maxBackoff time.Duration
+	// minWatchGap is the package constant; tests shorten it.
+	minWatchGap time.Duration
 }
 
 // NewSource returns a Source polling p with the interval, timeout and
@@ -105,11 +122,12 @@ func NewSource(cfg config.Discovery, p Provider, logger *slog.Logger) *Source {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Source{
-		cfg:        cfg,
-		p:          p,
-		logger:     logger.With("component", "discovery", "kind", cfg.Kind),
-		minBackoff: minBackoff,
-		maxBackoff: maxBackoff,
+		cfg:         cfg,
+		p:           p,
+		logger:      logger.With("component", "discovery", "kind", cfg.Kind),
+		minBackoff:  minBackoff,
+		maxBackoff:  maxBackoff,
+		minWatchGap: minWatchGap,
 	}
 }
 
@@ -129,6 +147,14 @@ func NewSource(cfg config.Discovery, p Provider, logger *slog.Logger) *Source {
 // nothing, setempty delivers an empty list (once, not at every failure in a
 // row). The fetch is retried after a backoff that starts at 1s and doubles up to
 // min(interval, 30s), or 30s when the interval is 0.
+//
+// A Provider that is a Watcher is watched instead of polled: Run calls Watch,
+// which itself waits for a change, again after each success, so a change is
+// delivered when it happens, not at the next poll, and Run does not stop after
+// the first success even with interval 0. The interval (at least 1s) is then
+// the shortest time between the starts of two calls, a rate limit for a list
+// that changes all the time; a Watch whose wait ended without a change is
+// followed at once by the next one.
 func (s *Source) Run(ctx context.Context, update func([]config.Backend)) {
 	var (
 		last      []config.Backend // sorted copy of the last delivered list
@@ -147,9 +173,15 @@ func (s *Source) Run(ctx context.Context, update func([]config.Backend)) {
 		update(list)
 		return true
 	}
+	call := s.p.Fetch
+	w, watching := s.p.(Watcher)
+	if watching {
+		call = w.Watch
+	}
 	limit := s.backoffLimit()
 	for {
-		list, err := s.fetch(ctx)
+		start := time.Now()
+		list, err := s.fetch(ctx, call)
 		if ctx.Err() != nil {
 			return
 		}
@@ -174,25 +206,29 @@ func (s *Source) Run(ctx context.Context, update func([]config.Backend)) {
 					s.logger.Warn("duplicate backend ignored: the first one listed is kept", "backend", d.Address())
 				}
 			}
-			if s.cfg.Interval.D <= 0 {
+			switch {
+			case watching:
+				wait = max(s.cfg.Interval.D, s.minWatchGap) - time.Since(start)
+			case s.cfg.Interval.D <= 0:
 				return
+			default:
+				wait = s.cfg.Interval.D
 			}
-			wait = s.cfg.Interval.D
 		}
-		if !sleep(ctx, wait) {
+		if wait > 0 && !sleep(ctx, wait) {
 			return
 		}
 	}
 }
 
-// fetch runs one Fetch under the configured timeout.
-func (s *Source) fetch(ctx context.Context) ([]config.Backend, error) {
+// fetch runs call (Fetch or Watch) under the configured timeout.
+func (s *Source) fetch(ctx context.Context, call func(context.Context) ([]config.Backend, error)) ([]config.Backend, error) {
 	if s.cfg.Timeout.D > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout.D)
 		defer cancel()
 	}
-	list, err := s.p.Fetch(ctx)
+	list, err := call(ctx)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && s.cfg.Timeout.D > 0 {
 		err = fmt.Errorf("timed out after %s: %w", s.cfg.Timeout.D, err)
 	}

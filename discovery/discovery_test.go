@@ -336,9 +336,15 @@ func TestRegistry(t *testing.T) {
 	if _, err := r.New(config.Discovery{Kind: "static", StaticList: []string{"a:1"}}); err != nil {
 		t.Fatalf("static: %v", err)
 	}
-	_, err := r.New(config.Discovery{Kind: "docker"})
-	if err == nil || !strings.Contains(err.Error(), `"docker"`) || !strings.Contains(err.Error(), "static") {
+	_, err := r.New(config.Discovery{Kind: "kubernetes"})
+	if err == nil || !strings.Contains(err.Error(), `"kubernetes"`) || !strings.Contains(err.Error(), "static") {
 		t.Fatalf("unknown kind: %v, want an error naming it and the known kinds", err)
+	}
+	// Every kind config validation knows is built in.
+	for _, kind := range config.DiscoveryKinds() {
+		if _, ok := builtinKinds[kind]; !ok {
+			t.Errorf("kind %q validates but has no provider", kind)
+		}
 	}
 
 	want := &fakeProvider{steps: []step{{list: list(bA)}}}
