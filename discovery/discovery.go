@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobetween/gobetween/config"
@@ -113,6 +114,25 @@ type Source struct {
 	maxBackoff time.Duration
 	// minWatchGap is the package constant; tests shorten it.
 	minWatchGap time.Duration
+
+	last atomic.Pointer[FetchResult] // the last fetch's outcome; nil before the first
+}
+
+// FetchResult is how a fetch went, for stats: when it ended, how many backends
+// it returned, and its error (nil on success).
+type FetchResult struct {
+	At       time.Time
+	Backends int
+	Err      error
+}
+
+// LastFetch reports the outcome of the last completed fetch; ok is false
+// before the first. Safe to call from any goroutine while Run runs.
+func (s *Source) LastFetch() (r FetchResult, ok bool) {
+	if p := s.last.Load(); p != nil {
+		return *p, true
+	}
+	return FetchResult{}, false
 }
 
 // NewSource returns a Source polling p with the interval, timeout and
@@ -185,6 +205,7 @@ func (s *Source) Run(ctx context.Context, update func([]config.Backend)) {
 		if ctx.Err() != nil {
 			return
 		}
+		s.last.Store(&FetchResult{At: time.Now(), Backends: len(list), Err: err})
 		var wait time.Duration
 		if err != nil {
 			failures++

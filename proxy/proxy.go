@@ -17,6 +17,7 @@ import (
 
 	"github.com/gobetween/gobetween/balance"
 	"github.com/gobetween/gobetween/config"
+	"github.com/gobetween/gobetween/discovery"
 )
 
 // Discoverer delivers backend lists for one server until ctx is done
@@ -24,6 +25,12 @@ import (
 // slice is copied before Run's next call to update, so a Discoverer may reuse it.
 type Discoverer interface {
 	Run(ctx context.Context, update func([]config.Backend))
+}
+
+// FetchReporter is a Discoverer that can tell how its last fetch went
+// (discovery.Source does); the server's stats show it.
+type FetchReporter interface {
+	LastFetch() (discovery.FetchResult, bool)
 }
 
 // HealthMonitor checks the backends of one server (healthcheck.Monitor, adapted

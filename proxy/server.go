@@ -47,6 +47,7 @@ type server struct {
 	cfg        config.Server // the config as applied (parts that failed keep their old value)
 	listeners  []*listener
 	discCancel context.CancelFunc
+	disc       atomic.Pointer[Discoverer] // the running discovery, for its last fetch in stats
 
 	ctx      context.Context // lives until the server has drained: loop, discovery
 	cancel   context.CancelFunc
@@ -270,6 +271,7 @@ func (s *server) startDiscovery(d Discoverer) {
 	s.pool.mu.Unlock()
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.discCancel = cancel
+	s.disc.Store(&d)
 	s.discWG.Add(1)
 	go func() {
 		defer s.discWG.Done()
@@ -283,6 +285,7 @@ func (s *server) stopDiscovery() {
 	}
 	s.discCancel()
 	s.discCancel = nil
+	s.disc.Store(nil)
 	s.pool.mu.Lock()
 	s.pool.discGen++
 	s.pool.mu.Unlock()
@@ -479,7 +482,29 @@ func (s *server) stats(bind string) ServerStats {
 		TxSecond:           s.txSec.Load(),
 		Backends:           s.pool.stats(s.rt.nodeID()),
 		Bind:               bind,
+		Discovery:          s.lastFetch(),
 	}
+}
+
+// lastFetch is how the running discovery's last fetch went, when it can say.
+func (s *server) lastFetch() *DiscoveryStats {
+	d := s.disc.Load()
+	if d == nil {
+		return nil
+	}
+	f, ok := (*d).(FetchReporter)
+	if !ok {
+		return nil
+	}
+	r, ok := f.LastFetch()
+	if !ok {
+		return &DiscoveryStats{}
+	}
+	ds := &DiscoveryStats{Fetched: r.At, Backends: r.Backends, OK: r.Err == nil}
+	if r.Err != nil {
+		ds.Error = r.Err.Error()
+	}
+	return ds
 }
 
 // bind is the address the server listens on, empty when it is not listening.

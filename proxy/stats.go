@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/gobetween/gobetween/config"
+import (
+	"time"
+
+	"github.com/gobetween/gobetween/config"
+)
 
 // ServerStats is GET /servers/{name}/stats, in gobetween 0.8's shape. rx is bytes
 // received from backends (sent to clients), tx bytes sent to backends.
@@ -16,6 +20,18 @@ type ServerStats struct {
 	// Bind is the address the server listens on (after Options.ServersHost),
 	// empty when it is not listening.
 	Bind string `json:"bind,omitempty"`
+	// Discovery is how the last fetch of the server's discovery went; absent
+	// when its discovery cannot say.
+	Discovery *DiscoveryStats `json:"discovery,omitempty"`
+}
+
+// DiscoveryStats is the last fetch of a server's discovery. A zero Fetched
+// means no fetch has completed yet.
+type DiscoveryStats struct {
+	Fetched  time.Time `json:"fetched,omitzero"`
+	OK       bool      `json:"ok"`
+	Backends int       `json:"backends"` // what the fetch returned, before the fail policy
+	Error    string    `json:"error,omitempty"`
 }
 
 // BackendStats is one backend of ServerStats.
