@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -60,6 +61,19 @@ func (d logDiscoverer) Run(ctx context.Context, update func([]config.Backend)) {
 		case <-changed:
 		}
 	}
+}
+
+// LastFetch implements proxy.FetchReporter with what the leader recorded.
+func (d logDiscoverer) LastFetch() (discovery.FetchResult, bool) {
+	r, ok := d.node.State().Discovered[d.server]
+	if !ok {
+		return discovery.FetchResult{}, false
+	}
+	var err error
+	if r.Error != "" {
+		err = errors.New(r.Error)
+	}
+	return discovery.FetchResult{At: r.Fetched, Backends: len(r.Backends), Err: err}, true
 }
 
 // leaderDiscovery runs, on the leader only, the cluster-scope discoveries of
@@ -132,17 +146,46 @@ func (l *leaderDiscovery) start(ctx context.Context, name string, cfg config.Dis
 	r := &leaderSource{cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	l.running[name] = r
 	src := discovery.NewSource(cfg, p, log)
+	store := func(list []config.Backend, fetchErr string) {
+		_, err := l.node.Apply(rctx, cluster.Command{
+			Type: cluster.PutDiscovered, Name: name,
+			Discovered: &cluster.Discovered{Backends: list, Fetched: time.Now().UTC(), Error: fetchErr, By: l.node.ID()},
+		})
+		if err != nil && rctx.Err() == nil {
+			log.Warn("cluster discovery: result not stored", "backends", len(list), "err", err)
+		}
+	}
 	go func() {
 		defer close(r.done)
-		src.Run(rctx, func(list []config.Backend) {
-			_, err := l.node.Apply(rctx, cluster.Command{
-				Type: cluster.PutDiscovered, Name: name,
-				Discovered: &cluster.Discovered{Backends: list, Fetched: time.Now().UTC(), By: l.node.ID()},
-			})
-			if err != nil && rctx.Err() == nil {
-				log.Warn("cluster discovery: result not stored", "backends", len(list), "err", err)
+		stop := make(chan struct{})
+		defer close(stop)
+		// Source delivers lists only when they change; a failure, and the
+		// recovery from it, are recorded from its last fetch so that every
+		// node's stats show them.
+		go func() {
+			t := time.NewTicker(leaderPoll)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				f, ok := src.LastFetch()
+				if !ok {
+					continue
+				}
+				msg := ""
+				if f.Err != nil {
+					msg = f.Err.Error()
+				}
+				cur, had := l.node.State().Discovered[name]
+				if had && cur.Error != msg {
+					store(cur.Backends, msg)
+				}
 			}
-		})
+		}()
+		src.Run(rctx, func(list []config.Backend) { store(list, "") })
 	}()
 	log.Info("cluster discovery started on the leader", "kind", cfg.Kind)
 }

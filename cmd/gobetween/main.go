@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // Set by the linker (see Makefile).
@@ -23,14 +25,19 @@ var (
 
 // options is the parsed command line.
 type options struct {
-	command    string // "run" or "validate"
-	configPath string
-	format     string
-	env        bool
-	pidfile    string
-	strict     bool
-	version    bool
-	dataDir    string
+	command      string // "run" or "validate"
+	configPath   string
+	source       string // "" (the file configPath), sourceURL or sourceConsul
+	sourceAddr   string // the URL, or Consul's HOST:PORT
+	consulKey    string
+	consulScheme string
+	watch        time.Duration // re-read the source this often; 0 = on SIGHUP only
+	format       string
+	env          bool
+	pidfile      string
+	strict       bool
+	version      bool
+	dataDir      string
 }
 
 const usage = `gobetween — L4 load balancer
@@ -38,6 +45,9 @@ const usage = `gobetween — L4 load balancer
 Usage:
   gobetween -c FILE [flags]            run with the config FILE
   gobetween from-file FILE [flags]     the same
+  gobetween from-url URL [flags]       run with the config served at URL (HTTP GET)
+  gobetween from-consul HOST:PORT [-k KEY] [-s SCHEME] [flags]
+                                       run with the config in a Consul KV key
   gobetween validate -c FILE [flags]   check a config and exit (0 = valid)
   gobetween -v                         print the version
 
@@ -46,13 +56,19 @@ Flags:
   -f, --format toml|json          config format (default toml)
   -e, --use-config-env-vars       substitute ${VAR} in the config from the environment
   -p, --pidfile FILE              write the process id to FILE
+  -k, --key KEY                   from-consul: the KV key (default gobetween)
+  -s, --scheme http|https         from-consul: how to reach Consul (default http);
+                                  token and TLS files come from CONSUL_HTTP_TOKEN,
+                                  CONSUL_CACERT, ... as for the consul CLI
+      --watch DURATION            re-read the config source every DURATION and
+                                  apply it when it changed (e.g. 30s)
       --strict                    unknown config keys are errors, not warnings
       --data-dir DIR              where the desired state (servers created through
                                   the API) is kept (default ./gobetween-data, or
                                   [cluster] data_dir)
   -v, --version                   print the version and exit
 
-Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop accepting,
+Signals: SIGHUP reloads the config (file, URL or Consul key); SIGTERM and SIGINT stop accepting,
 drain open connections for drain_timeout and exit.
 `
 
@@ -121,6 +137,13 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 			}
 			o.configPath = args[1]
 			args = args[2:]
+		case "from-url", "from-consul":
+			if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+				return o, fmt.Errorf("%s needs a %s", args[0], map[string]string{"from-url": "URL", "from-consul": "HOST:PORT"}[args[0]])
+			}
+			o.source = strings.TrimPrefix(args[0], "from-")
+			o.sourceAddr = args[1]
+			args = args[2:]
 		case "validate":
 			o.command = "validate"
 			args = args[1:]
@@ -149,6 +172,13 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	for _, name := range []string{"v", "version"} {
 		fs.BoolVar(&o.version, name, false, "print the version")
 	}
+	for _, name := range []string{"k", "key"} {
+		fs.StringVar(&o.consulKey, name, "", "consul key")
+	}
+	for _, name := range []string{"s", "scheme"} {
+		fs.StringVar(&o.consulScheme, name, "", "consul scheme")
+	}
+	fs.DurationVar(&o.watch, "watch", 0, "re-read the config source every interval")
 	fs.BoolVar(&o.strict, "strict", false, "unknown keys are errors")
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory")
 	if err := fs.Parse(args); err != nil {
@@ -163,9 +193,40 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.format != "toml" && o.format != "json" {
 		return o, fmt.Errorf("--format must be toml or json, not %q", o.format)
 	}
-	if o.configPath == "" {
+	if o.watch < 0 {
+		return o, fmt.Errorf("--watch must not be negative, not %v", o.watch)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.source != sourceConsul && (set["k"] || set["key"] || set["s"] || set["scheme"]) {
+		return o, errors.New("--key and --scheme go with from-consul")
+	}
+	switch o.source {
+	case sourceURL:
+		u, err := url.Parse(o.sourceAddr)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return o, fmt.Errorf("from-url needs an http:// or https:// URL, not %q", o.sourceAddr)
+		}
+	case sourceConsul:
+		if !set["k"] && !set["key"] {
+			o.consulKey = "gobetween"
+		}
+		if o.consulScheme == "" {
+			o.consulScheme = "http"
+		}
+		if o.consulScheme != "http" && o.consulScheme != "https" {
+			return o, fmt.Errorf("--scheme must be http or https, not %q", o.consulScheme)
+		}
+		if o.consulKey == "" {
+			return o, errors.New("--key must not be empty")
+		}
+	}
+	if o.source != "" && o.configPath != "" {
+		return o, fmt.Errorf("-c and from-%s name two configs: use one", o.source)
+	}
+	if o.source == "" && o.configPath == "" {
 		fs.Usage()
-		return o, errors.New("no config file: use -c FILE")
+		return o, errNoSource
 	}
 	return o, nil
 }

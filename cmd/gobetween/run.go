@@ -29,6 +29,11 @@ func loadConfig(opts options, stderr io.Writer) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeConfig(data, opts, stderr)
+}
+
+// decodeConfig checks config text read from any source, as loadConfig does.
+func decodeConfig(data []byte, opts options, stderr io.Writer) (*config.Config, error) {
 	cfg, warnings, err := config.Load(data, config.LoadOptions{
 		Format: opts.format,
 		Env:    opts.env,
@@ -125,9 +130,19 @@ func run(opts options) int {
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(signals)
 
-	cfg, err := loadConfig(opts, os.Stderr)
+	src, err := newSource(opts)
 	if err != nil {
-		printProblems(os.Stderr, opts.configPath, err)
+		fmt.Fprintln(os.Stderr, "gobetween:", err)
+		return 1
+	}
+	data, err := src.Read(context.Background())
+	if err != nil {
+		printProblems(os.Stderr, src.String(), err)
+		return 1
+	}
+	cfg, err := decodeConfig(data, opts, os.Stderr)
+	if err != nil {
+		printProblems(os.Stderr, src.String(), err)
 		return 1
 	}
 	logger, logCloser, err := newLogger(cfg.Logging)
@@ -136,7 +151,7 @@ func run(opts options) int {
 		return 1
 	}
 	defer logCloser.Close()
-	logger.Info("starting", "version", version, "config", opts.configPath, "pid", os.Getpid())
+	logger.Info("starting", "version", version, "config", src.String(), "pid", os.Getpid())
 
 	if opts.pidfile != "" {
 		if err := writePidfile(opts.pidfile); err != nil {
@@ -246,7 +261,7 @@ func run(opts options) int {
 				c.Servers = store.Servers()
 				return c
 			},
-			Info:   api.Info{Pid: os.Getpid(), Version: version, StartTime: start, Source: api.ConfigSource{Kind: "file", Path: opts.configPath}},
+			Info:   api.Info{Pid: os.Getpid(), Version: version, StartTime: start, Source: src.Info()},
 			Logger: logger,
 		})
 		serveHTTP(httpCtx, &httpWG, logger, "api", srv.Run)
@@ -271,41 +286,74 @@ func run(opts options) int {
 		})
 	}
 
-	for sig := range signals {
-		if sig == syscall.SIGHUP {
-			next, err := loadConfig(opts, os.Stderr)
+	// With --watch the source is read every interval; a changed text is
+	// applied as a SIGHUP would.
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	watched := make(chan []byte)
+	if opts.watch > 0 {
+		go watchSource(watchCtx, src, opts.watch, data, watched, logger.With("component", "config"))
+	}
+	// reload applies a new config text; a source that fails or a config with
+	// problems keeps the running config.
+	reload := func(next *config.Config) {
+		cfgMu.Lock()
+		warnRestartOnly(logger, cfg, next)
+		// Only servers and [defaults] take effect on reload; see warnRestartOnly.
+		cfg.Defaults = next.Defaults
+		cfgMu.Unlock()
+		prune := pruneMissing(next.Servers)
+		if isCluster {
+			prune = pruneRemoved(fileServers, next.Servers)
+		}
+		fileServers = next.Servers
+		if err := store.LoadFile(ctx, next.Servers, prune); err != nil {
+			for _, l := range problemLines(err) {
+				logger.Error("reload: config servers", "err", l)
+			}
+		}
+		// Certificates renewed on disk are read again even where the
+		// config did not change.
+		if err := runtime.ReloadCertificates(); err != nil {
+			for _, l := range problemLines(err) {
+				logger.Error("reload: certificates kept", "err", l)
+			}
+		}
+		logger.Info("reloaded", "config", src.String(), "servers", len(next.Servers))
+	}
+	decode := func(data []byte) *config.Config {
+		next, err := decodeConfig(data, opts, os.Stderr)
+		if err != nil {
+			logger.Error("reload refused: the config has problems; the running config is kept", "config", src.String(), "problems", problemLines(err))
+			return nil
+		}
+		return next
+	}
+
+wait:
+	for {
+		select {
+		case data := <-watched:
+			logger.Info("watch: the config changed", "config", src.String())
+			if next := decode(data); next != nil {
+				reload(next)
+			}
+		case sig := <-signals:
+			if sig != syscall.SIGHUP {
+				logger.Info("shutting down: stop accepting, drain open connections", "signal", sig.String())
+				break wait
+			}
+			data, err := src.Read(ctx)
 			if err != nil {
-				logger.Error("reload refused: the config has problems; the running config is kept", "problems", problemLines(err))
+				logger.Error("reload refused: the config source failed; the running config is kept", "config", src.String(), "err", err)
 				continue
 			}
-			cfgMu.Lock()
-			warnRestartOnly(logger, cfg, next)
-			// Only servers and [defaults] take effect on reload; see warnRestartOnly.
-			cfg.Defaults = next.Defaults
-			cfgMu.Unlock()
-			prune := pruneMissing(next.Servers)
-			if isCluster {
-				prune = pruneRemoved(fileServers, next.Servers)
+			if next := decode(data); next != nil {
+				reload(next)
 			}
-			fileServers = next.Servers
-			if err := store.LoadFile(ctx, next.Servers, prune); err != nil {
-				for _, l := range problemLines(err) {
-					logger.Error("reload: config servers", "err", l)
-				}
-			}
-			// Certificates renewed on disk are read again even where the
-			// config did not change.
-			if err := runtime.ReloadCertificates(); err != nil {
-				for _, l := range problemLines(err) {
-					logger.Error("reload: certificates kept", "err", l)
-				}
-			}
-			logger.Info("reloaded", "config", opts.configPath, "servers", len(next.Servers))
-			continue
 		}
-		logger.Info("shutting down: stop accepting, drain open connections", "signal", sig.String())
-		break
 	}
+	stopWatching()
 
 	// Shutdown order: the data path first (stop accepting, drain up to each
 	// server's drain_timeout), a second signal cuts the drain short; then the HTTP
