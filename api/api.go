@@ -65,7 +65,8 @@ type Store interface {
 // ServerInfo is a server's definition with its place in the log.
 type ServerInfo struct {
 	Server config.Server
-	// Origin is OriginConfig or OriginAPI.
+	// Origin is OriginAPI or the node's config source: OriginConfig (a file),
+	// "url" or "consul".
 	Origin string
 	// Revision is the log index of the server's last change; 0 if unknown.
 	Revision uint64

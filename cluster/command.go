@@ -42,9 +42,19 @@ const MaxBlobSize = 64 << 10
 
 // Origins of a server definition.
 const (
-	OriginConfig = "config" // a node's config source, upserted at start and on reload
+	OriginConfig = "config" // a node's config file, upserted at start and on reload
 	OriginAPI    = "api"    // the REST API
+	OriginURL    = "url"    // a node's config from a URL (gobetween from-url)
+	OriginConsul = "consul" // a node's config from Consul KV (gobetween from-consul)
 )
+
+// IsSourceOrigin reports whether origin is a node's config source (a file,
+// a URL, Consul KV) rather than the API: such servers are upserted at start and
+// on reload, pruned when the source drops them, and never overwrite an API
+// change.
+func IsSourceOrigin(origin string) bool {
+	return origin == OriginConfig || origin == OriginURL || origin == OriginConsul
+}
 
 // Override actions. Enabling a backend clears its override.
 const (
@@ -60,7 +70,7 @@ type Command struct {
 	Type       CommandType    `json:"type"`
 	Name       string         `json:"name"`                  // the server's name; for blobs, the blob's key
 	Server     *config.Server `json:"server,omitempty"`      // put_server: the normalised definition
-	Origin     string         `json:"origin,omitempty"`      // put_server: OriginConfig or OriginAPI
+	Origin     string         `json:"origin,omitempty"`      // put_server: OriginAPI or a source origin (IsSourceOrigin)
 	IfRevision uint64         `json:"if_revision,omitempty"` // put/delete: only if the server's revision equals this; 0 = any
 	IfAbsent   bool           `json:"if_absent,omitempty"`   // put: only if no server has the name
 	Backend    string         `json:"backend,omitempty"`     // overrides: host:port
@@ -98,7 +108,7 @@ func (c *Command) Validate() error {
 		if c.Server == nil {
 			return fmt.Errorf("%w: put_server without a server definition", ErrInvalidCommand)
 		}
-		if c.Origin != OriginConfig && c.Origin != OriginAPI {
+		if !IsSourceOrigin(c.Origin) && c.Origin != OriginAPI {
 			return fmt.Errorf("%w: unknown origin %q", ErrInvalidCommand, c.Origin)
 		}
 	case DeleteServer:

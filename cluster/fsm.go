@@ -125,7 +125,7 @@ func applyPut(cur *State, index uint64, c Command) (*State, applyResult) {
 		// the origin rule, so a config file that agrees with an API change is
 		// not reported as a conflict at every reload.
 		return cur.withRevision(index), applyResult{Revision: old.Revision}
-	case exists && c.Origin == OriginConfig && old.Origin == OriginAPI:
+	case exists && IsSourceOrigin(c.Origin) && old.Origin == OriginAPI:
 		return cur.withRevision(index), applyResult{Revision: old.Revision, Err: ErrOriginConflict}
 	}
 	next := cur.withServers(index)

@@ -89,6 +89,14 @@ func TestFSMRules(t *testing.T) {
 		}()), wantRev: 4, changed: true},
 		{name: "config put equal to api entry is a no-op", cmd: put("web", OriginConfig, srv(":1", "a:1")), wantRev: 1},
 		{name: "config never overwrites api", cmd: put("web", OriginConfig, srv(":9", "z:1")), wantErr: ErrOriginConflict, wantRev: 1},
+		{name: "url never overwrites api", cmd: put("web", OriginURL, srv(":9", "z:1")), wantErr: ErrOriginConflict, wantRev: 1},
+		{name: "consul source updates config", cmd: put("db", OriginConsul, srv(":2", "e:1")), wantRev: 4, changed: true,
+			check: func(t *testing.T, s *State) {
+				if s.Servers["db"].Origin != OriginConsul {
+					t.Fatalf("db origin %q", s.Servers["db"].Origin)
+				}
+			}},
+		{name: "unknown origin", cmd: put("db", "file", srv(":2", "e:1")), wantErr: ErrInvalidCommand},
 		{name: "api overwrites config", cmd: put("db", OriginAPI, srv(":2", "e:1")), wantRev: 4, changed: true,
 			check: func(t *testing.T, s *State) {
 				if s.Servers["db"].Origin != OriginAPI {
@@ -136,7 +144,7 @@ func TestFSMRules(t *testing.T) {
 		{name: "unknown version", cmd: Command{Version: 2, Type: DeleteServer, Name: "web"}, wantErr: ErrInvalidCommand},
 		{name: "empty name", cmd: Command{Type: DeleteServer}, wantErr: ErrInvalidCommand},
 		{name: "put without server", cmd: Command{Type: PutServer, Name: "x", Origin: OriginAPI}, wantErr: ErrInvalidCommand},
-		{name: "put unknown origin", cmd: put("x", "consul", srv(":1")), wantErr: ErrInvalidCommand},
+		{name: "put unknown origin", cmd: put("x", "etcd", srv(":1")), wantErr: ErrInvalidCommand},
 		{name: "garbage", raw: []byte("\x00\xffnot json"), wantErr: ErrInvalidCommand},
 		{name: "empty entry", raw: []byte{}, wantErr: ErrInvalidCommand},
 		{name: "json null", raw: []byte("null"), wantErr: ErrInvalidCommand},

@@ -11,7 +11,7 @@ import (
 // ServerEntry is one server of the desired state.
 type ServerEntry struct {
 	Server   config.Server `json:"server"`
-	Origin   string        `json:"origin"`   // OriginConfig or OriginAPI: who wrote it last
+	Origin   string        `json:"origin"`   // OriginAPI or a source origin (OriginConfig, OriginURL, OriginConsul): who wrote it last
 	Revision uint64        `json:"revision"` // log index of the command that wrote it
 	Updated  time.Time     `json:"updated"`  // the command's time
 }

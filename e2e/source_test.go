@@ -67,6 +67,16 @@ func TestConfigSources(t *testing.T) {
 			if got := root.Configuration; !maps.Equal(got, source) {
 				t.Fatalf("GET / configuration = %v, want %v", got, source)
 			}
+			// The log records which source defined the server.
+			var meta struct {
+				Origin string `json:"origin"`
+			}
+			if err := api.getJSON("/servers/a/meta", &meta); err != nil {
+				t.Fatal(err)
+			}
+			if meta.Origin != source["kind"] {
+				t.Fatalf("server a origin %q, want %q", meta.Origin, source["kind"])
+			}
 			change := func(status int, body string) {
 				cs.set(status, body)
 				if !tt.watch {

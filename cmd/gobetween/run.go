@@ -216,7 +216,7 @@ func run(opts options) int {
 	follower := newFollower(node, runtime, logger.With("component", "store"))
 	followDone := make(chan struct{})
 	go func() { defer close(followDone); follower.run(followCtx) }()
-	store := &store{node: node, rt: runtime, follower: follower, logger: logger.With("component", "store")}
+	store := &store{node: node, rt: runtime, follower: follower, logger: logger.With("component", "store"), origin: originOf(opts)}
 
 	// The config file's servers enter the log. A single node has a leader by now
 	// and does it before serving the API; it also prunes the file servers that

@@ -14,6 +14,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/gobetween/gobetween/api"
+	"github.com/gobetween/gobetween/cluster"
 )
 
 // Where the config text comes from: a file (-c, from-file), an HTTP(S) URL
@@ -185,3 +186,15 @@ func watchSource(ctx context.Context, src configSource, interval time.Duration, 
 
 // errNoSource is returned when the command line names no config at all.
 var errNoSource = errors.New("no config file, URL or Consul key: use -c FILE, from-url URL or from-consul HOST:PORT")
+
+// originOf is the origin in the log of the servers the command line's config
+// source defines.
+func originOf(opts options) string {
+	switch opts.source {
+	case sourceURL:
+		return cluster.OriginURL
+	case sourceConsul:
+		return cluster.OriginConsul
+	}
+	return cluster.OriginConfig
+}

@@ -26,6 +26,16 @@ type store struct {
 	follower *follower
 	logger   *slog.Logger
 	loadMu   sync.Mutex // one config load at a time
+	// origin is the origin of this node's config source's servers: file,
+	// URL or Consul KV (cluster.OriginConfig when unset).
+	origin string
+}
+
+func (s *store) sourceOrigin() string {
+	if s.origin == "" {
+		return cluster.OriginConfig
+	}
+	return s.origin
 }
 
 // follower applies every new state of the log to the proxy runtime and records
@@ -177,7 +187,7 @@ func (s *store) LoadFile(ctx context.Context, file map[string]config.Server, pru
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(file)) {
 		srv := file[name]
-		_, err := s.apply(ctx, cluster.Command{Type: cluster.PutServer, Name: name, Server: &srv, Origin: cluster.OriginConfig})
+		_, err := s.apply(ctx, cluster.Command{Type: cluster.PutServer, Name: name, Server: &srv, Origin: s.sourceOrigin()})
 		switch {
 		case errors.Is(err, cluster.ErrOriginConflict):
 			s.logger.Warn("the config file defines a server that was changed through the API; the API definition is kept", "server", name)
@@ -186,7 +196,9 @@ func (s *store) LoadFile(ctx context.Context, file map[string]config.Server, pru
 		}
 	}
 	for name, e := range s.node.State().Servers {
-		if e.Origin != cluster.OriginConfig || prune == nil || !prune(name) {
+		// Any source's servers: a node that moved from a file to a URL prunes
+		// what the file defined and the URL no longer does.
+		if !cluster.IsSourceOrigin(e.Origin) || prune == nil || !prune(name) {
 			continue
 		}
 		_, err := s.apply(ctx, cluster.Command{Type: cluster.DeleteServer, Name: name, IfRevision: e.Revision})
