@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,8 +183,7 @@ func TestApplyRebindKeepsOpenConnections(t *testing.T) {
 func TestRebindSamePortDifferentHost(t *testing.T) {
 	h := newHarness(t)
 	be := startBackend(t, echo)
-	wild := deadPort(t)
-	_, port, _ := net.SplitHostPort(wild)
+	port := freeWildcardPort(t)
 	h.start("web", serverCfg([]string{be.addr()}, withBind(":"+port)))
 	// 127.0.0.1:port collides with the wildcard socket of the same server: it
 	// is closed first, then the new one opened.
@@ -510,4 +512,31 @@ func TestRunnable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freeWildcardPort is a port free on every address, taken below the kernel's
+// ephemeral range: a port from that range, released, may meanwhile be the
+// local end of some outgoing connection of a parallel test, which makes a
+// wildcard bind fail.
+func freeWildcardPort(t *testing.T) string {
+	t.Helper()
+	lo := 20000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				lo = n - 10000
+			}
+		}
+	}
+	for range 200 {
+		p := strconv.Itoa(lo + rand.IntN(10000))
+		ln, err := net.Listen("tcp", ":"+p)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
