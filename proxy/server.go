@@ -366,38 +366,16 @@ func (s *server) startAccepting(l *listener) {
 // logging at most once a second: a listener never stops silently.
 func (s *server) acceptLoop(l *listener) {
 	defer close(l.exited)
-	var backoff time.Duration
-	var lastLog time.Time
-	suppressed := 0
+	r := loopRetry{s: s, l: l, closed: "listener closed unexpectedly; server stops accepting", retrying: "accept failed; retrying"}
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				s.log.Error("listener closed unexpectedly; server stops accepting", "err", err)
-				return
-			}
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			if now := time.Now(); now.Sub(lastLog) >= maxAcceptBackoff {
-				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff, "suppressed", suppressed)
-				lastLog, suppressed = now, 0
-			} else {
-				suppressed++
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.done:
-				t.Stop()
+			if !r.failed(err) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		r.backoff = 0
 		s.admit(nc)
 	}
 }
@@ -613,3 +591,44 @@ func (s *server) drain() {
 }
 
 func (s *server) forceClose() { s.killOnce.Do(func() { close(s.kill) }) }
+
+// loopRetry is the error handling of a listener's loop (accept or UDP read):
+// an error after close ends the loop; any other backs off from 5 ms doubling
+// to 1 s and retries, logged at most once a second.
+type loopRetry struct {
+	s                *server
+	l                *listener
+	closed, retrying string // the log messages
+
+	backoff    time.Duration // reset to 0 by the loop after a success
+	lastLog    time.Time
+	suppressed int
+}
+
+// failed handles err and reports whether the loop goes on.
+func (r *loopRetry) failed(err error) bool {
+	select {
+	case <-r.l.done:
+		return false
+	default:
+	}
+	if errors.Is(err, net.ErrClosed) {
+		r.s.log.Error(r.closed, "err", err)
+		return false
+	}
+	r.backoff = min(max(2*r.backoff, minAcceptBackoff), maxAcceptBackoff)
+	if now := time.Now(); now.Sub(r.lastLog) >= maxAcceptBackoff {
+		r.s.log.Warn(r.retrying, "err", err, "retry_in", r.backoff, "suppressed", r.suppressed)
+		r.lastLog, r.suppressed = now, 0
+	} else {
+		r.suppressed++
+	}
+	t := time.NewTimer(r.backoff)
+	select {
+	case <-t.C:
+		return true
+	case <-r.l.done:
+		t.Stop()
+		return false
+	}
+}

@@ -451,38 +451,16 @@ type udpLoop struct {
 func (s *server) udpReadLoop(l *listener) {
 	defer close(l.exited)
 	lp := &udpLoop{s: s, pc: l.pc, buf: make([]byte, udpMaxDatagram)}
-	var backoff time.Duration
-	var lastLog time.Time
-	suppressed := 0
+	r := loopRetry{s: s, l: l, closed: "udp socket closed unexpectedly; server stops reading", retrying: "udp read failed; retrying"}
 	for {
 		n, client, err := l.pc.ReadFromUDPAddrPort(lp.buf)
 		if err != nil {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				s.log.Error("udp socket closed unexpectedly; server stops reading", "err", err)
-				return
-			}
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			if now := time.Now(); now.Sub(lastLog) >= maxAcceptBackoff {
-				s.log.Warn("udp read failed; retrying", "err", err, "retry_in", backoff, "suppressed", suppressed)
-				lastLog, suppressed = now, 0
-			} else {
-				suppressed++
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.done:
-				t.Stop()
+			if !r.failed(err) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		r.backoff = 0
 		lp.datagram(client, lp.buf[:n])
 	}
 }
