@@ -144,9 +144,18 @@ func startNodeWith(t testing.TB, cfg string, o nodeOptions) *node {
 		args = append(args, "-f", o.format)
 	}
 	args = append(args, o.args...)
+	n.launch(args, o.env)
+	return n
+}
+
+// launch starts the binary with args in n.dir; it is stopped, and checked for
+// races and panics, in t.Cleanup.
+func (n *node) launch(args, env []string) {
+	t := n.t
+	t.Helper()
 	n.cmd = exec.Command(binPath, args...)
 	n.cmd.Dir = n.dir
-	n.cmd.Env = append(os.Environ(), o.env...)
+	n.cmd.Env = append(os.Environ(), env...)
 	n.cmd.Stdout = &n.stdout
 	n.cmd.Stderr = &n.stderr
 	if err := n.cmd.Start(); err != nil {
@@ -169,10 +178,10 @@ func startNodeWith(t testing.TB, cfg string, o nodeOptions) *node {
 			t.Errorf("gobetween reported a data race or a panic")
 		}
 		if t.Failed() {
+			t.Logf("gobetween %v", args)
 			n.dump()
 		}
 	})
-	return n
 }
 
 func (n *node) pid() int { return n.cmd.Process.Pid }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -21,33 +19,7 @@ import (
 func startNodeArgs(t testing.TB, args ...string) *node {
 	t.Helper()
 	n := &node{t: t, dir: t.TempDir(), done: make(chan struct{})}
-	n.cmd = exec.Command(binPath, args...)
-	n.cmd.Dir = n.dir
-	n.cmd.Env = os.Environ()
-	n.cmd.Stdout = &n.stdout
-	n.cmd.Stderr = &n.stderr
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start gobetween: %v", err)
-	}
-	n.started = time.Now()
-	go func() {
-		_ = n.cmd.Wait()
-		n.state = n.cmd.ProcessState
-		close(n.done)
-	}()
-	t.Cleanup(func() {
-		if n.exited() && !n.stopped.Load() {
-			t.Errorf("gobetween exited on its own: %v", n.state)
-		}
-		n.stop()
-		if out := n.stderr.String(); strings.Contains(out, "WARNING: DATA RACE") || strings.Contains(out, "panic:") {
-			t.Errorf("gobetween reported a data race or a panic")
-		}
-		if t.Failed() {
-			t.Logf("gobetween %v", args)
-			n.dump()
-		}
-	})
+	n.launch(args, nil)
 	return n
 }
 
