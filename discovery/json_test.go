@@ -80,23 +80,7 @@ func TestJSONParse(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.paths.parse([]byte(tc.body))
-			if tc.wantErr != nil {
-				if err == nil {
-					t.Fatalf("parse = %v, want an error", got)
-				}
-				for _, part := range tc.wantErr {
-					if !strings.Contains(err.Error(), part) {
-						t.Errorf("error %q does not mention %q", err, part)
-					}
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("parse = %v, want %v", got, tc.want)
-			}
+			checkParse(t, got, err, tc.want, tc.wantErr)
 		})
 	}
 }

@@ -131,23 +131,7 @@ func TestParsePlaintext(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parsePlaintext(tc.body, tc.re)
-			if tc.wantErr != nil {
-				if err == nil {
-					t.Fatalf("parse = %v, want an error", got)
-				}
-				for _, part := range tc.wantErr {
-					if !strings.Contains(err.Error(), part) {
-						t.Errorf("error %q does not mention %q", err, part)
-					}
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("parse = %v, want %v", got, tc.want)
-			}
+			checkParse(t, got, err, tc.want, tc.wantErr)
 		})
 	}
 }
@@ -358,4 +342,27 @@ func FuzzPlaintext(f *testing.F) {
 		}
 		checkFuzzedBackends(t, list)
 	})
+}
+
+// checkParse checks a parser's result: with wantErr, an error mentioning every
+// part; else no error and exactly want.
+func checkParse(t *testing.T, got []config.Backend, err error, want []config.Backend, wantErr []string) {
+	t.Helper()
+	if wantErr != nil {
+		if err == nil {
+			t.Fatalf("parse = %v, want an error", got)
+		}
+		for _, part := range wantErr {
+			if !strings.Contains(err.Error(), part) {
+				t.Errorf("error %q does not mention %q", err, part)
+			}
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("parse = %v, want %v", got, want)
+	}
 }
