@@ -55,8 +55,11 @@ func TestUDPFloodBoundsSessionsAndFDs(t *testing.T) {
 	waitFor(t, 5*time.Second, "sockets bounded by the cap", func() bool {
 		return openFDs(t)-before <= limit+2 && h.server("u").udp.closing.Load() == 0
 	})
-	if n, a := h.sessions("u"), h.stats("u").ActiveConnections; n > limit || a > limit {
-		t.Errorf("sessions %d, active %d, cap %d", n, a, limit)
-	}
+	// An evicted session gives its slot back from its own goroutine, so while
+	// the last queued datagrams are still creating sessions the active count
+	// can be one over the table for a moment; it settles at the cap.
+	waitFor(t, 5*time.Second, "sessions and active connections within the cap", func() bool {
+		return h.sessions("u") <= limit && h.stats("u").ActiveConnections <= limit
+	})
 	mustAsk(t, udpDial(t, addr), "after the flood")
 }
