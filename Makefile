@@ -37,7 +37,7 @@ BENCH_FLAGS    ?=
 
 # Debian packages each target needs. The tests need only Go today; list a package
 # here and `make test` installs it on a fresh machine (CI included).
-TEST_PKGS  := iproute2 openssl curl haproxy dnsmasq-base
+TEST_PKGS  := iproute2 openssl curl haproxy dnsmasq-base keepalived prometheus chromium docker-compose systemd
 # Pebble, the ACME server the ACME tests run, from the module proxy.
 PEBBLE_BIN := $${TMPDIR:-/tmp}/gobetween-e2e-pebble-v2.10.1
 BENCH_PKGS := haproxy nginx libnginx-mod-stream

@@ -16,13 +16,6 @@ import (
 	"time"
 )
 
-// Set by the linker (see Makefile).
-var (
-	version  = "dev"
-	revision = ""
-	branch   = ""
-)
-
 // options is the parsed command line.
 type options struct {
 	command      string // "run" or "validate"
@@ -96,18 +89,6 @@ func main() {
 	default:
 		os.Exit(run(opts))
 	}
-}
-
-func versionString() string {
-	s := "gobetween " + version
-	if revision != "" {
-		s += " (" + revision
-		if branch != "" {
-			s += ", " + branch
-		}
-		s += ")"
-	}
-	return s
 }
 
 // argv returns the arguments to parse: gobetween 0.8 let the GOBETWEEN environment

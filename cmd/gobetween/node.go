@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobetween/gobetween/api"
@@ -160,6 +161,9 @@ type clusterAPI struct {
 	node *cluster.Node
 	// serving is closed once the node's data plane has applied its state.
 	serving <-chan struct{}
+	// stopping is set when a stop signal arrives, before the drain begins, so
+	// that keepalived moves the virtual IP away while open connections finish.
+	stopping *atomic.Bool
 }
 
 func (c clusterAPI) Status() api.ClusterStatus {
@@ -220,6 +224,9 @@ func (c clusterAPI) RemoveMember(ctx context.Context, id string) error {
 
 // Health: the data plane serves its last applied state, with or without quorum.
 func (c clusterAPI) Health() error {
+	if c.stopping != nil && c.stopping.Load() {
+		return errors.New("shutting down: draining open connections")
+	}
 	select {
 	case <-c.serving:
 		return nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -243,12 +244,13 @@ func run(opts options) int {
 	var httpWG sync.WaitGroup
 	var cfgMu sync.Mutex // guards cfg (globals) for /dump across reloads
 	start := time.Now()
+	var stopping atomic.Bool
 	if cfg.Api.Enabled {
 		srv := api.NewServer(api.Options{
 			Config:  cfg.Api,
 			Store:   store,
 			Stats:   runtime,
-			Cluster: clusterAPI{node: node, serving: follower.served},
+			Cluster: clusterAPI{node: node, serving: follower.served, stopping: &stopping},
 			Defaults: func() config.ConnectionOptions {
 				cfgMu.Lock()
 				defer cfgMu.Unlock()
@@ -354,6 +356,9 @@ wait:
 		}
 	}
 	stopWatching()
+	// /health fails from now on: a VIP in front moves to another node while
+	// this one drains.
+	stopping.Store(true)
 
 	// Shutdown order: the data path first (stop accepting, drain up to each
 	// server's drain_timeout), a second signal cuts the drain short; then the HTTP
