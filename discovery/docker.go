@@ -197,7 +197,8 @@ func (v dockerView) published(c container.Summary) bool {
 // address it is published on, port = the public port, host = (as in 0.8) the
 // env var value if the container has it, else the published IP, else for 0.0.0.0
 // or :: the engine host (0.8 left a unix endpoint's "0.0.0.0"). Published on
-// both 0.0.0.0 and :: (or over tcp and udp) gives the same target once.
+// both 0.0.0.0 and :: (or over tcp and udp) gives one target: the 0.0.0.0
+// port, even when Docker gave :: another one.
 //
 // A container that does not publish it (0.8 gave port 0 there: issues #46,
 // #47) is reached at its own address with the private port, whether the image
@@ -217,8 +218,19 @@ func (v dockerView) backends(list []container.Summary, envHosts map[string]strin
 			}
 			out = append(out, config.Backend{Target: t, Weight: 1, Priority: 1, Sni: sni})
 		}
+		// Docker allocates the host port of a wildcard binding separately for
+		// 0.0.0.0 and ::, and they differ when one family's port is taken. Both
+		// stand for the engine host: the IPv4 one is used, the IPv6 one only
+		// when there is no IPv4 wildcard.
+		v4wild := slices.ContainsFunc(c.Ports, func(p container.Port) bool {
+			a := net.ParseIP(p.IP)
+			return p.PrivatePort == v.privatePort && p.PublicPort != 0 && a != nil && a.IsUnspecified() && a.To4() != nil
+		})
 		for _, p := range c.Ports {
 			if p.PrivatePort != v.privatePort || p.PublicPort == 0 {
+				continue
+			}
+			if a := net.ParseIP(p.IP); v4wild && a != nil && a.IsUnspecified() && a.To4() == nil {
 				continue
 			}
 			add(v.publishedHost(p.IP, envHosts[c.ID]), p.PublicPort)

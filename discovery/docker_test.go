@@ -157,6 +157,14 @@ func TestDockerBackends(t *testing.T) {
 			},
 			NetworkSettings: dockerBridge("172.17.0.2"),
 		}}, nil, []config.Backend{withSni(backend("docker.example", "32768", 1, 1), "a.example")}},
+		{"v4 and v6 wildcards on different host ports: the v4 one", []container.Summary{{
+			ID:              "a",
+			Ports:           []container.Port{dockerPort("::", 80, 32776, "tcp"), dockerPort("0.0.0.0", 80, 32775, "tcp")},
+			NetworkSettings: dockerBridge("172.17.0.2"),
+		}}, nil, []config.Backend{backend("docker.example", "32775", 1, 1)}},
+		{"only a v6 wildcard", []container.Summary{{
+			ID: "a", Ports: []container.Port{dockerPort("::", 80, 32776, "tcp")}, NetworkSettings: dockerBridge("172.17.0.2"),
+		}}, nil, []config.Backend{backend("docker.example", "32776", 1, 1)}},
 		{"published on one address", []container.Summary{{
 			ID: "a", Ports: []container.Port{dockerPort("10.1.2.3", 80, 8080, "tcp")}, NetworkSettings: dockerBridge("172.17.0.2"),
 		}}, nil, []config.Backend{backend("10.1.2.3", "8080", 1, 1)}},
@@ -458,11 +466,16 @@ func (e *dockerEngine) run(r dockerRun) dockerStarted {
 		t.Fatalf("container %s has no address on the bridge network", r.name)
 	}
 	if r.publish {
-		bindings := info.NetworkSettings.Ports["8080/tcp"]
-		if len(bindings) == 0 || bindings[0].HostPort == "" {
+		// Docker may give 0.0.0.0 and :: different host ports; the provider
+		// lists the IPv4 one.
+		for _, b := range info.NetworkSettings.Ports["8080/tcp"] {
+			if ip := net.ParseIP(b.HostIP); s.publicPort == "" || (ip != nil && ip.To4() != nil) {
+				s.publicPort = b.HostPort
+			}
+		}
+		if s.publicPort == "" {
 			t.Fatalf("container %s: port 8080 not published: %v", r.name, info.NetworkSettings.Ports)
 		}
-		s.publicPort = bindings[0].HostPort
 	}
 	return s
 }
