@@ -31,6 +31,7 @@ type options struct {
 	strict       bool
 	version      bool
 	dataDir      string
+	stopGrace    time.Duration // after a stop signal, keep accepting this long with /health failing
 }
 
 const usage = `gobetween — L4 load balancer
@@ -59,13 +60,35 @@ Flags:
       --data-dir DIR              where the desired state (servers created through
                                   the API) is kept (default ./gobetween-data, or
                                   [cluster] data_dir)
+      --stop-grace DURATION       after SIGTERM/SIGINT, fail /health at once but keep
+                                  accepting for DURATION, so that a keepalived VIP or
+                                  an outside balancer moves away first (e.g. 3s)
   -v, --version                   print the version and exit
 
-Signals: SIGHUP reloads the config (file, URL or Consul key); SIGTERM and SIGINT stop accepting,
-drain open connections for drain_timeout and exit.
+Signals: SIGHUP reloads the config (file, URL or Consul key); SIGTERM and SIGINT fail /health,
+wait --stop-grace, stop accepting, drain open connections for drain_timeout and exit.
+
+Client commands (talk to a running node's REST API; gobetween help COMMAND for more):
+  gobetween servers [list]             servers, backends live/total, connections
+  gobetween servers show NAME          a server's definition and backends
+  gobetween servers add [NAME] -f FILE create server(s) from a TOML or JSON file
+  gobetween servers update [NAME] -f FILE [--if-revision N]
+  gobetween servers delete NAME
+  gobetween backends drain|disable|enable SERVER HOST:PORT [--wait]
+  gobetween cluster [show]             node, leader, revision, members
+  gobetween cluster join ADDR...       add nodes by gossip address
+  gobetween cluster remove ID          remove a member
+  gobetween health                     exit 0 when the node is healthy
+  client flags: --api URL (default $GOBETWEEN_API or http://127.0.0.1:8888),
+  --user/--password, --ca, --cert/--key, --insecure, --timeout, -o table|json
 `
 
 func main() {
+	// Client commands read only the command line: GOBETWEEN, which may carry a
+	// container's run arguments, must not break its HEALTHCHECK.
+	if isClientCommand(os.Args[1:]) {
+		os.Exit(runClient(os.Args[1:], clientIO{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
+	}
 	args, err := argv(os.Args[1:], os.Getenv("GOBETWEEN"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gobetween:", err)
@@ -162,6 +185,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.watch, "watch", 0, "re-read the config source every interval")
 	fs.BoolVar(&o.strict, "strict", false, "unknown keys are errors")
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory")
+	fs.DurationVar(&o.stopGrace, "stop-grace", 0, "after a stop signal, keep accepting this long with /health failing")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -173,6 +197,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.format != "toml" && o.format != "json" {
 		return o, fmt.Errorf("--format must be toml or json, not %q", o.format)
+	}
+	if o.stopGrace < 0 {
+		return o, fmt.Errorf("--stop-grace must not be negative, not %v", o.stopGrace)
 	}
 	if o.watch < 0 {
 		return o, fmt.Errorf("--watch must not be negative, not %v", o.watch)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -23,6 +24,8 @@ func TestParseArgs(t *testing.T) {
 		{"from-file", []string{"from-file", "b.toml", "-e"}, options{command: "run", configPath: "b.toml", format: "toml", env: true}, ""},
 		{"validate", []string{"validate", "-c", "c.toml", "--strict"}, options{command: "validate", configPath: "c.toml", format: "toml", strict: true}, ""},
 		{"version", []string{"-v"}, options{command: "run", format: "toml", version: true}, ""},
+		{"stop grace", []string{"-c", "a.toml", "--stop-grace", "3s"}, options{command: "run", configPath: "a.toml", format: "toml", stopGrace: 3 * time.Second}, ""},
+		{"negative stop grace", []string{"-c", "a.toml", "--stop-grace", "-1s"}, options{}, "--stop-grace must not be negative"},
 		{"no config", []string{}, options{}, "no config file"},
 		{"bad format", []string{"-c", "a", "-f", "yaml"}, options{}, "--format must be toml or json"},
 		{"unknown command", []string{"from-nowhere", "x"}, options{}, `unknown command "from-nowhere"`},
