@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -21,10 +22,57 @@ type statusOK struct {
 	Status string `json:"status"`
 }
 
-// health is GET /health, open without credentials for keepalived. Without a
-// Cluster the process answering is all there is to check.
+// HealthCheck is one named condition of GET /health.
+type HealthCheck struct {
+	Name string `json:"-"`
+	OK   bool   `json:"ok"`
+	// Detail says what was found: why the check fails, or what passed.
+	Detail string `json:"detail,omitempty"`
+}
+
+// HealthReporter is an optional capability of a Cluster: the checks behind
+// Health, so that GET /health names each one, failing or not. Health must fail
+// exactly when one of the checks does.
+type HealthReporter interface {
+	HealthChecks() []HealthCheck
+}
+
+// healthBody is GET /health from a HealthReporter. A failing one is also an
+// ErrorBody: error joins the failing checks and details lists each, its path
+// the check's name.
+type healthBody struct {
+	Status  string                 `json:"status"` // "ok" or "failing"
+	Error   string                 `json:"error,omitempty"`
+	Details []config.Problem       `json:"details,omitempty"`
+	Checks  map[string]HealthCheck `json:"checks"`
+}
+
+// health is GET /health, open without credentials for keepalived: 200 when
+// every check passes, else 503 naming each failing one. Without a Cluster the
+// process answering is all there is to check.
 func (h *handlers) health(w http.ResponseWriter, _ *http.Request) {
-	h.probe(w, func(c Cluster) error { return c.Health() })
+	hr, ok := h.opts.Cluster.(HealthReporter)
+	if !ok {
+		h.probe(w, func(c Cluster) error { return c.Health() })
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	body := healthBody{Status: "ok", Checks: map[string]HealthCheck{}}
+	var failing []string
+	for _, c := range hr.HealthChecks() {
+		body.Checks[c.Name] = c
+		if !c.OK {
+			body.Details = append(body.Details, config.Problem{Path: c.Name, Msg: c.Detail})
+			failing = append(failing, c.Name+": "+c.Detail)
+		}
+	}
+	if len(failing) > 0 {
+		body.Status = "failing"
+		body.Error = "unhealthy: " + strings.Join(failing, "; ")
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // ready is GET /ready, for orchestrators.

@@ -107,6 +107,7 @@ func noLeaderErr(last error) error {
 // forwardApply sends c to the leader at addr. retry reports that the leader
 // certainly did not propose it (unreachable, or no longer the leader).
 func (n *Node) forwardApply(ctx context.Context, addr string, c *Command) (rev uint64, retry bool, err error) {
+	start := time.Now()
 	resp, err := n.rpc.call(ctx, addr, &rpcRequest{Op: opApply, Command: c, From: n.id})
 	if err != nil {
 		if errors.Is(err, errNotSent) {
@@ -122,6 +123,7 @@ func (n *Node) forwardApply(ctx context.Context, addr string, c *Command) (rev u
 		if err := n.waitApplied(ctx, resp.Index); err != nil {
 			return resp.Revision, false, err
 		}
+		n.applyLatency.observe(time.Since(start))
 	}
 	return resp.Revision, false, rerr
 }
@@ -151,6 +153,7 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (index, rev uint64, 
 	if err := n.leaderOnly(); err != nil {
 		return 0, 0, err
 	}
+	start := time.Now()
 	fut := n.raft.Apply(data, timeoutOf(ctx))
 	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, ErrClosed) {
@@ -160,6 +163,8 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (index, rev uint64, 
 		}
 		return 0, 0, err
 	}
+	// Committed and applied here, also when the FSM refused the command.
+	n.applyLatency.observe(time.Since(start))
 	res, ok := fut.Response().(applyResult)
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: unexpected apply response %T", ErrUnavailable, fut.Response())

@@ -123,6 +123,10 @@ type Node struct {
 	wg          sync.WaitGroup
 	maxVoters   int
 
+	// For Metrics: leaders learned of, and the latency of committed writes.
+	leaderChanges atomic.Uint64
+	applyLatency  latencyHistogram
+
 	mu    sync.Mutex
 	tombs map[string]time.Time // members removed by Remove, not re-added for a while
 
@@ -212,6 +216,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		closed: make(chan struct{}),
 	}
 	n.hasState.Store(has)
+	n.countLeaderChanges()
 	if mx != nil {
 		n.rpc = &rpcClient{dial: func(addr string, t time.Duration) (net.Conn, error) {
 			return mx.dial(addr, muxRPC, t)

@@ -116,21 +116,30 @@ type Source struct {
 	minWatchGap time.Duration
 
 	last atomic.Pointer[FetchResult] // the last fetch's outcome; nil before the first
+	// fetches and failed count the completed fetches and the failed ones
+	// since the Source was created, for metrics.
+	fetches, failed atomic.Uint64
 }
 
 // FetchResult is how a fetch went, for stats: when it ended, how many backends
-// it returned, and its error (nil on success).
+// it returned, and its error (nil on success). Fetches and Errors count the
+// completed fetches, and of those the failed ones, since the Source was
+// created; zero where the fetches are not made here.
 type FetchResult struct {
 	At       time.Time
 	Backends int
 	Err      error
+	Fetches  uint64
+	Errors   uint64
 }
 
 // LastFetch reports the outcome of the last completed fetch; ok is false
 // before the first. Safe to call from any goroutine while Run runs.
 func (s *Source) LastFetch() (r FetchResult, ok bool) {
 	if p := s.last.Load(); p != nil {
-		return *p, true
+		r = *p
+		r.Fetches, r.Errors = s.fetches.Load(), s.failed.Load()
+		return r, true
 	}
 	return FetchResult{}, false
 }
@@ -205,6 +214,10 @@ func (s *Source) Run(ctx context.Context, update func([]config.Backend)) {
 		if ctx.Err() != nil {
 			return
 		}
+		if err != nil {
+			s.failed.Add(1)
+		}
+		s.fetches.Add(1)
 		s.last.Store(&FetchResult{At: time.Now(), Backends: len(list), Err: err})
 		var wait time.Duration
 		if err != nil {

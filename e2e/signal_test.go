@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -296,4 +297,52 @@ func startLoad(t *testing.T, addr string) func() loadResult {
 	}
 	t.Cleanup(func() { finish() })
 	return finish
+}
+
+// With --stop-grace, SIGTERM fails /health at once while the server keeps
+// accepting and relaying for the grace, so a VIP in front can move first; then
+// the node stops accepting and exits as without it.
+func TestSigtermStopGrace(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, "b1")
+	addr, apiAddr := freeAddr(t), freeAddr(t)
+	n := startNodeWith(t, config(apiAddr, server{name: "a", bind: addr, lines: lines(b)}), nodeOptions{args: []string{"--stop-grace", "2s"}})
+	n.waitServing(addr)
+	health := func() (int, error) {
+		resp, err := http.Get("http://" + apiAddr + "/health")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := health(); err != nil || code != http.StatusOK {
+		t.Fatalf("GET /health before SIGTERM: %d %v", code, err)
+	}
+
+	sent := time.Now()
+	n.signal(syscall.SIGTERM)
+	eventually(t, time.Second, "/health fails after SIGTERM", func() error {
+		if code, err := health(); err != nil || code != http.StatusServiceUnavailable {
+			return fmt.Errorf("GET /health: %d %v", code, err)
+		}
+		return nil
+	})
+	failedAfter := time.Since(sent)
+	// Within the grace new connections are still served.
+	for time.Since(sent) < 1500*time.Millisecond {
+		if got := mustWho(t, addr); got != "b1" {
+			t.Fatalf("during the grace the server answered %q", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	eventually(t, 3*time.Second, "stops accepting after the grace", func() error { return refused(addr) })
+	stopped := time.Since(sent)
+	if stopped < 2*time.Second {
+		t.Errorf("stopped accepting %v after SIGTERM, before the 2s grace", stopped.Round(time.Millisecond))
+	}
+	if code := n.waitExit(5 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+	t.Logf("/health failed %v after SIGTERM; accepting stopped %v after", failedAfter.Round(time.Millisecond), stopped.Round(time.Millisecond))
 }

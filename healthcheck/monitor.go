@@ -36,6 +36,7 @@ var errPassive = errors.New("passive: dial failed")
 type Monitor struct {
 	logger   *slog.Logger
 	onChange func(config.Target, bool)
+	onCheck  atomic.Pointer[func(config.Target, bool, time.Duration)] // OnCheck; nil: none
 
 	ctx    context.Context // parent of every worker; cancelled by Close
 	cancel context.CancelFunc
@@ -207,6 +208,21 @@ func (m *Monitor) Reconfigure(cfg config.Healthcheck, checker Checker) {
 	}
 }
 
+// OnCheck makes fn receive every active check that completes under the
+// current settings: its target, whether it passed and how long it took. Checks
+// aborted by Reconfigure or Close, checks of removed targets and passive
+// failures are not reported. fn is called from the target's worker, after the
+// result is recorded; it must not block and must not call the Monitor. A nil
+// fn stops the reports. It exists for metrics: the Monitor itself keeps no
+// counts.
+func (m *Monitor) OnCheck(fn func(t config.Target, passed bool, took time.Duration)) {
+	if fn == nil {
+		m.onCheck.Store(nil)
+		return
+	}
+	m.onCheck.Store(&fn)
+}
+
 // Close stops every worker, aborting checks under way, and waits for them. No
 // onChange starts after Close returns. Later calls do nothing.
 func (m *Monitor) Close() {
@@ -251,25 +267,32 @@ func (m *Monitor) run(ctx context.Context, w *target) {
 		if ctx.Err() != nil {
 			return
 		}
-		m.record(w, s, err)
+		took := time.Since(start)
+		if m.record(w, s, err) {
+			if fn := m.onCheck.Load(); fn != nil {
+				(*fn)(w.t, err == nil, took)
+			}
+		}
 		timer.Reset(max(s.interval-time.Since(start), 0))
 	}
 }
 
 // record counts one result (err == nil is a pass) obtained under settings s, and
-// flips the verdict when the consecutive streak reaches fails or passes.
-func (m *Monitor) record(w *target, s *settings, err error) {
+// flips the verdict when the consecutive streak reaches fails or passes. It
+// reports whether the result counted: false when it was dropped (target
+// removed, settings replaced).
+func (m *Monitor) record(w *target, s *settings, err error) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.removed.Load() || m.settings.Load() != s {
-		return
+		return false
 	}
 	healthy := w.healthy.Load()
 	if err == nil {
 		w.failStreak = 0
 		w.passStreak = min(w.passStreak+1, s.passes)
 		if healthy || w.passStreak < s.passes {
-			return
+			return true
 		}
 	} else {
 		w.passStreak = 0
@@ -277,11 +300,12 @@ func (m *Monitor) record(w *target, s *settings, err error) {
 		m.logger.Debug("health check failed", "backend", w.t.Address(), "error", err,
 			"streak", w.failStreak, "fails", s.fails)
 		if !healthy || w.failStreak < s.fails {
-			return
+			return true
 		}
 	}
 	w.failStreak, w.passStreak = 0, 0
 	m.flip(w, !healthy, err)
+	return true
 }
 
 // forceHealthy makes w healthy because the settings s (kind none) say so.

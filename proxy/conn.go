@@ -100,6 +100,7 @@ func (s *server) serve(c *conn) {
 	}
 	c.req = balance.Request{ClientIP: ip}
 	if a := c.st.access; a != nil && !a.allows(ip) {
+		s.refusedBy[refusedAccess].Add(1)
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("client denied by access rules", "client", ip)
 		}
@@ -174,7 +175,7 @@ func (s *server) pick(c *conn, pre []byte, src, dst net.Addr) {
 	for {
 		cand, err := snap.balancer.Pick(&c.req)
 		if err != nil {
-			s.refuse(c, err)
+			s.refuse(c, pickError(&c.req, err))
 			return
 		}
 		b := snap.byLoad[cand.Load]
@@ -199,6 +200,7 @@ func (s *server) pick(c *conn, pre []byte, src, dst net.Addr) {
 			continue
 		}
 		cand.Load.Release()
+		b.dialFailures.Add(1)
 		b.logDialFailure(s.log, err)
 		if isLocalDialError(err) {
 			// This host is out of ports or descriptors: the backend is not at
@@ -216,6 +218,15 @@ func (s *server) pick(c *conn, pre []byte, src, dst net.Addr) {
 	}
 }
 
+// pickError is the error of a pick that found no candidate after tries: when
+// every candidate left was tried (none is full), they all failed.
+func pickError(req *balance.Request, err error) error {
+	if req.Tries() > 0 && errors.Is(err, balance.ErrNoBackends) {
+		return errDialsFailed
+	}
+	return err
+}
+
 var (
 	errForeignCandidate = errors.New("balancer returned an unknown candidate")
 	errDialsFailed      = errors.New("every backend tried refused the connection")
@@ -224,7 +235,7 @@ var (
 // refuse ends a client that could not be given a backend. It logs at most one
 // refusal a second per server; the refused counter has the rest.
 func (s *server) refuse(c *conn, why error) {
-	s.refused.Add(1)
+	s.countRefusal(refusalOf(why))
 	now := time.Now().UnixNano()
 	if last := s.lastRefusalLog.Load(); now-last >= int64(time.Second) && s.lastRefusalLog.CompareAndSwap(last, now) {
 		s.log.Warn("client refused", "client", c.req.ClientIP, "err", why)

@@ -19,10 +19,11 @@ type PeerView interface {
 
 // PeerBackend is the sum of the other live nodes' last reports on one backend.
 type PeerBackend struct {
-	Nodes     int   // other live nodes reporting the backend
-	Healthy   int   // of those, how many find it healthy
-	Conns     int64 // their open connections to it
-	Bandwidth int64 // their rx+tx bytes per second
+	Nodes   int    // other live nodes reporting the backend
+	Healthy int    // of those, how many find it healthy
+	Conns   int64  // their open connections to it
+	RxBps   uint64 // their bytes per second received from it
+	TxBps   uint64 // their bytes per second sent to it
 }
 
 // NodeVerdict is one node's own health verdict on a backend.
@@ -126,11 +127,13 @@ func peerBackend(v PeerView, server, key string) PeerBackend {
 
 // setRemote hands the other nodes' load on b to its balance.Load (leastconn,
 // leastbandwidth and max_connections count it) and keeps their connection
-// count for stats. Called with pool.rebuildMu held, so remote writes never
-// interleave.
+// count and bytes per second for stats. Called with pool.rebuildMu held, so
+// remote writes never interleave.
 func (b *backend) setRemote(p PeerBackend) {
-	b.load.SetRemote(p.Conns, p.Bandwidth)
+	b.load.SetRemote(p.Conns, int64(p.RxBps+p.TxBps))
 	b.remoteConns.Store(p.Conns)
+	b.remoteRx.Store(p.RxBps)
+	b.remoteTx.Store(p.TxBps)
 }
 
 // SetPeers applies a new view of the other live nodes: each backend's remote

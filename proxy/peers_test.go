@@ -22,9 +22,10 @@ import (
 type fakeView map[string][]peerReport
 
 type peerReport struct {
-	node      string
-	healthy   bool
-	conns, bw int64
+	node    string
+	healthy bool
+	conns   int64
+	rx, tx  uint64
 }
 
 func newView() fakeView { return make(fakeView) }
@@ -32,6 +33,14 @@ func newView() fakeView { return make(fakeView) }
 func (v fakeView) report(server, backend, node string, healthy bool, conns int64) fakeView {
 	k := server + "/" + backend
 	v[k] = append(v[k], peerReport{node: node, healthy: healthy, conns: conns})
+	return v
+}
+
+// reportBytes is report with the node's bytes per second from and to the
+// backend.
+func (v fakeView) reportBytes(server, backend, node string, rx, tx uint64) fakeView {
+	k := server + "/" + backend
+	v[k] = append(v[k], peerReport{node: node, healthy: true, rx: rx, tx: tx})
 	return v
 }
 
@@ -43,7 +52,8 @@ func (v fakeView) Backend(server, backend string) PeerBackend {
 			p.Healthy++
 		}
 		p.Conns += r.conns
-		p.Bandwidth += r.bw
+		p.RxBps += r.rx
+		p.TxBps += r.tx
 	}
 	return p
 }
@@ -405,7 +415,7 @@ func TestClusterStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"cluster":{"active_connections":6,"healthy":true,"policy":"majority","nodes":{"n1":true,"n2":true,"n3":false}}`} {
+	for _, want := range []string{`"cluster":{"active_connections":6,"rx_second":0,"tx_second":0,"healthy":true,"policy":"majority","nodes":{"n1":true,"n2":true,"n3":false}}`} {
 		if !strings.Contains(string(js), want) {
 			t.Fatalf("stats JSON %s lacks %s", js, want)
 		}
@@ -421,6 +431,63 @@ func TestClusterStats(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("a drained backend with a connection is not observed")
+	}
+}
+
+// stats.cluster.rx_second and tx_second are this node's bytes per second plus
+// the live peers' last reports; a new view replaces the peers' part.
+func TestClusterStatsBytesPerSecond(t *testing.T) {
+	h := newHarness(t)
+	a := startBackend(t, echo)
+	addr := h.start("web", serverCfg([]string{a.addr()}))
+	waitFor(t, 5*time.Second, "a is a candidate", func() bool { return len(h.candidates("web")) == 1 })
+	c := dial(t, addr)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 16<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := roundTrip(c, buf); err != nil {
+				return
+			}
+		}
+	}()
+	h.rt.SetPeers(newView().reportBytes("web", a.addr(), "n2", 1000, 300).reportBytes("web", a.addr(), "n3", 20, 7))
+	// One stats call reads the local and the cluster rates under one lock, so
+	// they agree exactly.
+	waitFor(t, 5*time.Second, "local traffic and peers in stats.cluster", func() bool {
+		st := h.mustBackendStats("web", a.addr())
+		return st.RxSecond > 0 && st.TxSecond > 0 &&
+			st.Cluster.RxSecond == st.RxSecond+1020 && st.Cluster.TxSecond == st.TxSecond+307
+	})
+
+	h.rt.SetPeers(newView().reportBytes("web", a.addr(), "n2", 5, 6))
+	st := h.mustBackendStats("web", a.addr())
+	if st.Cluster.RxSecond != st.RxSecond+5 || st.Cluster.TxSecond != st.TxSecond+6 {
+		t.Fatalf("after a new view: local rx/tx %d/%d, cluster %d/%d, want local + 5/6",
+			st.RxSecond, st.TxSecond, st.Cluster.RxSecond, st.Cluster.TxSecond)
+	}
+	h.rt.SetPeers(nil)
+	st = h.mustBackendStats("web", a.addr())
+	if st.Cluster.RxSecond != st.RxSecond || st.Cluster.TxSecond != st.TxSecond {
+		t.Fatalf("without peers: local rx/tx %d/%d, cluster %d/%d, want equal",
+			st.RxSecond, st.TxSecond, st.Cluster.RxSecond, st.Cluster.TxSecond)
+	}
+	js, err := json.Marshal(st.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"rx_second":`, `"tx_second":`} {
+		if !strings.Contains(string(js), key) {
+			t.Fatalf("stats.cluster JSON %s lacks %s", js, key)
+		}
 	}
 }
 

@@ -29,11 +29,15 @@ type backend struct {
 
 	total   atomic.Int64
 	active  atomic.Int64 // relaying connections
-	refused atomic.Int64 // failed dials
+	refused atomic.Int64 // failed dials, not counting this host's own failures
 	rx, tx  atomic.Uint64
 	rxSec   atomic.Uint64
 	txSec   atomic.Uint64
 	lastLog atomic.Int64 // unix nanoseconds of the last dial failure logged
+
+	// For metrics: every failed dial, and this node's active health checks.
+	dialFailures               atomic.Int64
+	checksPassed, checksFailed atomic.Int64
 
 	// admin is the backend's administrative state (stateActive, stateDrain,
 	// stateDisable). Written under pool.mu; read by a connection when it
@@ -44,6 +48,9 @@ type backend struct {
 	// remoteConns is the other live nodes' open connections to the backend,
 	// as last reported (also in load, which has no getter for it).
 	remoteConns atomic.Int64
+	// remoteRx and remoteTx are the other live nodes' bytes per second
+	// received from and sent to the backend, as last reported.
+	remoteRx, remoteTx atomic.Uint64
 
 	// Guarded by pool.mu; written only by a rebuild.
 	cfg        config.Backend
@@ -425,8 +432,13 @@ func (p *pool) stats(nodeID string) []BackendStats {
 				RxSecond:           b.rxSec.Load(),
 				TxSecond:           b.txSec.Load(),
 				State:              stateName(b.admin.Load()),
+				DialFailures:       b.dialFailures.Load(),
+				ChecksPassed:       b.checksPassed.Load(),
+				ChecksFailed:       b.checksFailed.Load(),
 				Cluster: BackendCluster{
 					ActiveConnections: b.load.Active() + b.remoteConns.Load(),
+					RxSecond:          b.rxSec.Load() + b.remoteRx.Load(),
+					TxSecond:          b.txSec.Load() + b.remoteTx.Load(),
 					Healthy:           b.live,
 					Policy:            policy,
 					Nodes:             make(map[string]bool),
@@ -451,6 +463,21 @@ func (p *pool) stats(nodeID string) []BackendStats {
 	}
 	slices.SortFunc(out, func(a, b BackendStats) int { return compareBackends(a.Target, b.Target) })
 	return out
+}
+
+// recordCheck counts one active health check of the backend at key; a
+// backend the pool no longer holds is not counted.
+func (p *pool) recordCheck(key string, passed bool) {
+	p.mu.Lock()
+	b := p.backends[key]
+	p.mu.Unlock()
+	switch {
+	case b == nil:
+	case passed:
+		b.checksPassed.Add(1)
+	default:
+		b.checksFailed.Add(1)
+	}
 }
 
 // compareBackends orders targets by host (IP addresses numerically, before

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/gobetween/gobetween/balance"
 	"github.com/gobetween/gobetween/config"
@@ -44,6 +45,14 @@ type HealthMonitor interface {
 	PassiveFailure(t config.Target)
 	Reconfigure(cfg config.Healthcheck) error
 	Close()
+}
+
+// CheckObserver is a HealthMonitor that reports each active health check it
+// completes (healthcheck.Monitor, adapted by cmd, is one): proxy counts them
+// for metrics. OnCheck is called once, before the first SetTargets; fn must
+// not block.
+type CheckObserver interface {
+	OnCheck(fn func(t config.Target, passed bool, took time.Duration))
 }
 
 // Options are the dependencies of a Runtime.

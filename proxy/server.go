@@ -12,7 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gobetween/gobetween/balance"
 	"github.com/gobetween/gobetween/config"
+	"github.com/gobetween/gobetween/discovery"
 )
 
 const (
@@ -40,6 +42,14 @@ type server struct {
 	refused      atomic.Int64
 	rx, tx       atomic.Uint64
 	rxSec, txSec atomic.Uint64
+
+	// For metrics only, off the path of a served connection.
+	refusedBy [numRefusals]atomic.Int64 // refused split by reason, and access denials
+	// discFetches and discErrors carry the fetch counts of the discoveries
+	// the server ran before the current one, so that a restart of discovery
+	// does not reset them.
+	discFetches, discErrors atomic.Uint64
+	checkLatency            latencyHistogram
 
 	lastRefusalLog atomic.Int64 // unix nanoseconds of the last refusal logged
 
@@ -143,6 +153,9 @@ func startServer(ctx context.Context, rt *Runtime, name string, cfg config.Serve
 			return nil, fmt.Errorf("healthcheck: %w", err)
 		}
 		s.pool.monitor = m
+		if co, ok := m.(CheckObserver); ok {
+			co.OnCheck(s.recordCheck)
+		}
 	}
 	var d Discoverer
 	if cfg.Discovery != nil && rt.opts.NewDiscovery != nil {
@@ -285,6 +298,11 @@ func (s *server) stopDiscovery() {
 	}
 	s.discCancel()
 	s.discCancel = nil
+	if r, ok := lastFetchOf(s.disc.Load()); ok {
+		// A fetch the cancelled discovery still completes is not counted.
+		s.discFetches.Add(r.Fetches)
+		s.discErrors.Add(r.Errors)
+	}
 	s.disc.Store(nil)
 	s.pool.mu.Lock()
 	s.pool.discGen++
@@ -385,7 +403,7 @@ func (s *server) acceptLoop(l *listener) {
 func (s *server) admit(nc net.Conn) {
 	st := s.settings.Load()
 	if !s.reserve(st.maxConns) {
-		s.refused.Add(1)
+		s.countRefusal(refusedMaxConnections)
 		nc.Close()
 		return
 	}
@@ -461,6 +479,8 @@ func (s *server) stats(bind string) ServerStats {
 		Backends:           s.pool.stats(s.rt.nodeID()),
 		Bind:               bind,
 		Discovery:          s.lastFetch(),
+		Refusals:           s.refusals(),
+		CheckLatency:       s.checkLatency.snapshot(),
 	}
 }
 
@@ -470,19 +490,86 @@ func (s *server) lastFetch() *DiscoveryStats {
 	if d == nil {
 		return nil
 	}
-	f, ok := (*d).(FetchReporter)
-	if !ok {
+	if _, ok := (*d).(FetchReporter); !ok {
 		return nil
 	}
-	r, ok := f.LastFetch()
+	ds := &DiscoveryStats{Fetches: s.discFetches.Load(), Errors: s.discErrors.Load()}
+	r, ok := lastFetchOf(d)
 	if !ok {
-		return &DiscoveryStats{}
+		return ds
 	}
-	ds := &DiscoveryStats{Fetched: r.At, Backends: r.Backends, OK: r.Err == nil}
+	ds.Fetched, ds.Backends, ds.OK = r.At, r.Backends, r.Err == nil
+	ds.Fetches += r.Fetches
+	ds.Errors += r.Errors
 	if r.Err != nil {
 		ds.Error = r.Err.Error()
 	}
 	return ds
+}
+
+// lastFetchOf is d's last fetch, when d is a FetchReporter that has fetched.
+func lastFetchOf(d *Discoverer) (discovery.FetchResult, bool) {
+	if d == nil {
+		return discovery.FetchResult{}, false
+	}
+	f, ok := (*d).(FetchReporter)
+	if !ok {
+		return discovery.FetchResult{}, false
+	}
+	return f.LastFetch()
+}
+
+// refusal is a reason a client was refused, an index of server.refusedBy.
+type refusal uint8
+
+const (
+	refusedMaxConnections refusal = iota
+	refusedNoBackend
+	refusedBackendsFull
+	refusedSNI
+	refusedDialsFailed
+	refusedOther
+	refusedAccess // denied, not refused: not in RefusedConnections (as in 0.8)
+	numRefusals
+)
+
+// refusalOf classifies why a client could not be given a backend.
+func refusalOf(why error) refusal {
+	switch {
+	case errors.Is(why, balance.ErrNoBackends):
+		return refusedNoBackend
+	case errors.Is(why, balance.ErrAllFull):
+		return refusedBackendsFull
+	case errors.Is(why, balance.ErrSniReject):
+		return refusedSNI
+	case errors.Is(why, errDialsFailed):
+		return refusedDialsFailed
+	}
+	return refusedOther
+}
+
+// countRefusal counts a refused client: RefusedConnections and its reason.
+func (s *server) countRefusal(r refusal) {
+	s.refused.Add(1)
+	s.refusedBy[r].Add(1)
+}
+
+func (s *server) refusals() Refusals {
+	return Refusals{
+		MaxConnections: s.refusedBy[refusedMaxConnections].Load(),
+		NoBackend:      s.refusedBy[refusedNoBackend].Load(),
+		BackendsFull:   s.refusedBy[refusedBackendsFull].Load(),
+		SNI:            s.refusedBy[refusedSNI].Load(),
+		DialsFailed:    s.refusedBy[refusedDialsFailed].Load(),
+		Other:          s.refusedBy[refusedOther].Load(),
+		Access:         s.refusedBy[refusedAccess].Load(),
+	}
+}
+
+// recordCheck counts one active health check of t (the monitor's OnCheck).
+func (s *server) recordCheck(t config.Target, passed bool, took time.Duration) {
+	s.checkLatency.observe(took)
+	s.pool.recordCheck(t.Address(), passed)
 }
 
 // bind is the address the server listens on, empty when it is not listening.

@@ -23,6 +23,35 @@ type ServerStats struct {
 	// Discovery is how the last fetch of the server's discovery went; absent
 	// when its discovery cannot say.
 	Discovery *DiscoveryStats `json:"discovery,omitempty"`
+	// Refusals splits RefusedConnections by reason and counts the clients the
+	// access rules denied. For metrics; not in the 0.8 JSON.
+	Refusals Refusals `json:"-"`
+	// CheckLatency is the duration of the server's active health checks, of
+	// every backend. For metrics.
+	CheckLatency Histogram `json:"-"`
+}
+
+// Refusals counts a server's refused clients by reason. Every reason but
+// Access adds to ServerStats.RefusedConnections, which is their sum.
+type Refusals struct {
+	MaxConnections int64 // the server's max_connections was reached (tcp)
+	NoBackend      int64 // no healthy backend in rotation
+	BackendsFull   int64 // every backend at its own max_connections
+	SNI            int64 // no backend for the client's server name
+	DialsFailed    int64 // every backend tried failed to connect
+	Other          int64 // this host ran out of ports or descriptors, and the like
+	// Access counts the clients the access rules denied: tcp connections,
+	// and for udp the datagrams of denied clients (they never get a session).
+	Access int64
+}
+
+// Histogram is a snapshot of a latency histogram in seconds: Buckets maps
+// each upper bound to the count of observations at or below it (cumulative),
+// as Prometheus wants it.
+type Histogram struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
 }
 
 // DiscoveryStats is the last fetch of a server's discovery. A zero Fetched
@@ -32,6 +61,11 @@ type DiscoveryStats struct {
 	OK       bool      `json:"ok"`
 	Backends int       `json:"backends"` // what the fetch returned, before the fail policy
 	Error    string    `json:"error,omitempty"`
+	// Fetches and Errors count this node's fetches since the server started,
+	// and of those the failed ones. A cluster-scope discovery fetches on the
+	// leader only and reports 0 here.
+	Fetches uint64 `json:"fetches"`
+	Errors  uint64 `json:"errors"`
 }
 
 // BackendStats is one backend of ServerStats.
@@ -59,6 +93,14 @@ type BackendCounters struct {
 	// Cluster is the backend as the cluster sees it. Live above is the same
 	// cluster verdict: what this node routes by.
 	Cluster BackendCluster `json:"cluster"`
+	// DialFailures counts the failed attempts to connect to the backend,
+	// those that failed for a reason of this host (no free port) included,
+	// which RefusedConnections leaves out. For metrics.
+	DialFailures int64 `json:"-"`
+	// ChecksPassed and ChecksFailed count this node's active health checks
+	// of the backend. For metrics.
+	ChecksPassed int64 `json:"-"`
+	ChecksFailed int64 `json:"-"`
 }
 
 // BackendCluster is one backend across the live nodes of the cluster, from this
@@ -67,6 +109,10 @@ type BackendCluster struct {
 	// ActiveConnections is this node's open and in-flight connections to the
 	// backend plus the other live nodes' last reports.
 	ActiveConnections int64 `json:"active_connections"`
+	// RxSecond and TxSecond are this node's bytes per second received from
+	// and sent to the backend plus the other live nodes' last reports.
+	RxSecond uint64 `json:"rx_second"`
+	TxSecond uint64 `json:"tx_second"`
 	// Healthy is the cluster verdict under Policy.
 	Healthy bool `json:"healthy"`
 	// Policy is the server's healthcheck.cluster_verdict.

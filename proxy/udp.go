@@ -556,7 +556,7 @@ func (lp *udpLoop) newSession(client netip.AddrPort, p []byte, now time.Duration
 	for {
 		cand, err := snap.balancer.Pick(&lp.req)
 		if err != nil {
-			s.udpRefuse(ip, err)
+			s.udpRefuse(ip, pickError(&lp.req, err))
 			return nil
 		}
 		b := snap.byLoad[cand.Load]
@@ -574,6 +574,7 @@ func (lp *udpLoop) newSession(client netip.AddrPort, p []byte, now time.Duration
 			bc, err := dialUDPBackend(us, ap, ip, client.Port())
 			if err != nil {
 				cand.Load.Release()
+				b.dialFailures.Add(1)
 				b.logDialFailure(s.log, err)
 				if isLocalUDPError(err) {
 					// This host is out of sockets or ports: another backend
@@ -794,16 +795,18 @@ func (sess *udpSession) backendRefused(err error) {
 // udpRefuse drops a datagram that could not be given a session: server
 // refused++, logged at most once a second.
 func (s *server) udpRefuse(ip netip.Addr, why error) {
-	s.refused.Add(1)
+	s.countRefusal(refusalOf(why))
 	now := time.Now().UnixNano()
 	if last := s.lastRefusalLog.Load(); now-last >= int64(time.Second) && s.lastRefusalLog.CompareAndSwap(last, now) {
 		s.log.Warn("udp client refused", "client", ip, "err", why)
 	}
 }
 
-// udpDenied drops a datagram of a client the access rules deny: not counted,
-// as for TCP; logged at debug level at most once a second.
+// udpDenied drops a datagram of a client the access rules deny: not counted
+// refused, as for TCP, but counted denied; logged at debug level at most once
+// a second.
 func (s *server) udpDenied(ip netip.Addr) {
+	s.refusedBy[refusedAccess].Add(1)
 	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}

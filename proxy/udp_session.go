@@ -83,10 +83,13 @@ func (sess *udpSession) dialName() bool {
 	s := sess.srv
 	bc, err := sess.dialUDPName()
 	if err != nil {
+		sess.b.dialFailures.Add(1)
 		sess.b.logDialFailure(s.log, err)
 		if sess.end() {
-			s.refused.Add(1)
-			if !isLocalUDPError(err) {
+			if isLocalUDPError(err) {
+				s.countRefusal(refusedOther)
+			} else {
+				s.countRefusal(refusedDialsFailed)
 				sess.b.refused.Add(1)
 				s.pool.passiveFailure(sess.b)
 			}

@@ -291,6 +291,11 @@ func TestUDPAccess(t *testing.T) {
 	if st := h.stats("u"); st.TotalConnections != 1 || st.RefusedConnections != 0 {
 		t.Errorf("total/refused %d/%d, want 1/0 (denials are not counted)", st.TotalConnections, st.RefusedConnections)
 	}
+	// Each datagram of a denied client is checked and dropped: each counts
+	// as denied, for metrics.
+	if st := h.stats("u"); st.Refusals.Access != 3 {
+		t.Errorf("access denials %d, want the denied client's 3 datagrams", st.Refusals.Access)
+	}
 }
 
 func TestUDPLeastconnCountsSessions(t *testing.T) {

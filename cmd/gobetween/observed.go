@@ -47,7 +47,7 @@ func (p peerView) Backend(server, backend string) proxy.PeerBackend {
 	s := p.v.Sum(server, backend)
 	return proxy.PeerBackend{
 		Nodes: s.Nodes, Healthy: s.Healthy, Conns: s.Conns,
-		Bandwidth: int64(s.RxBps + s.TxBps),
+		RxBps: s.RxBps, TxBps: s.TxBps,
 	}
 }
 

@@ -250,7 +250,7 @@ func run(opts options) int {
 			Config:  cfg.Api,
 			Store:   store,
 			Stats:   runtime,
-			Cluster: clusterAPI{node: node, serving: follower.served, stopping: &stopping},
+			Cluster: clusterAPI{node: node, serving: follower.served, stopping: &stopping, follower: follower},
 			Defaults: func() config.ConnectionOptions {
 				cfgMu.Lock()
 				defer cfgMu.Unlock()
@@ -269,7 +269,7 @@ func run(opts options) int {
 		serveHTTP(httpCtx, &httpWG, logger, "api", srv.Run)
 	}
 	if cfg.Metrics.Enabled {
-		h := api.NewMetricsHandler(runtime, api.BuildInfo{Version: version, Revision: revision, Branch: branch})
+		h := api.NewMetricsHandler(runtime, node, api.BuildInfo{Version: version, Revision: revision, Branch: branch})
 		bind := cfg.Metrics.Bind
 		serveHTTP(httpCtx, &httpWG, logger, "metrics", func(ctx context.Context) error {
 			return api.Serve(ctx, bind, h, nil, logger.With("component", "metrics"))
@@ -359,6 +359,20 @@ wait:
 	// /health fails from now on: a VIP in front moves to another node while
 	// this one drains.
 	stopping.Store(true)
+	// With --stop-grace the listeners keep accepting for a while with /health
+	// failing, so that keepalived (fall x interval) or an outside balancer has
+	// moved the traffic away before new connections would be refused. A second
+	// signal ends the grace at once.
+	if opts.stopGrace > 0 {
+		logger.Info("stop grace: /health fails, still accepting", "for", opts.stopGrace.String())
+		grace := time.NewTimer(opts.stopGrace)
+		select {
+		case <-grace.C:
+		case sig := <-signals:
+			grace.Stop()
+			logger.Warn("second signal: grace cut short", "signal", sig.String())
+		}
+	}
 
 	// Shutdown order: the data path first (stop accepting, drain up to each
 	// server's drain_timeout), a second signal cuts the drain short; then the HTTP
@@ -414,8 +428,12 @@ func warnRestartOnly(logger *slog.Logger, cur, next *config.Config) {
 }
 
 // monitor adapts healthcheck.Monitor to proxy.HealthMonitor: proxy reconfigures
-// with a config, the monitor with a config and its checker.
+// with a config, the monitor with a config and its checker. Through the
+// Monitor's OnCheck it is also a proxy.CheckObserver: the proxy counts every
+// check for the metrics, so healthcheck knows nothing of Prometheus.
 type monitor struct{ *healthcheck.Monitor }
+
+var _ proxy.CheckObserver = monitor{}
 
 func (m monitor) Reconfigure(cfg config.Healthcheck) error {
 	c, err := healthcheck.NewChecker(cfg)
