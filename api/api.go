@@ -245,6 +245,8 @@ func NewHandler(opts Options) http.Handler {
 		r.Get("/cluster", h.clusterStatus)
 		r.Post("/cluster/join", h.clusterJoin)
 		r.Delete("/cluster/members/{id}", h.clusterRemove)
+		// The dashboard: /ui (redirects to /ui/), its files and GET /ui/events.
+		mountUI(r, h)
 	})
 	return r
 }
