@@ -42,7 +42,13 @@ TEST_PKGS  := iproute2 openssl curl haproxy dnsmasq-base keepalived prometheus c
 PEBBLE_BIN := $${TMPDIR:-/tmp}/gobetween-e2e-pebble-v2.10.1
 BENCH_PKGS := haproxy nginx libnginx-mod-stream
 
-DOCKER_IMAGE ?= gobetween:$(VERSION)
+# `make docker`: images tagged $(DOCKER_REPO):$(DOCKER_TAG) and :latest (deploy/compose
+# uses :latest), the demo backend as $(DOCKER_REPO)-demo; the build context is DOCKER_BUILD_DIR.
+DOCKER_REPO       ?= gobetween
+DOCKER_TAG        ?= $(VERSION)
+DOCKER_IMAGE      ?= $(DOCKER_REPO):$(DOCKER_TAG)
+DOCKER_DEMO_IMAGE ?= $(DOCKER_REPO)-demo:$(DOCKER_TAG)
+DOCKER_BUILD_DIR  ?= $(BIN)/docker
 
 .PHONY: build run cluster test vet fmt fmt-check fuzz bench docker deps modules clean
 
@@ -155,13 +161,28 @@ bench: modules $(BIN)/gobetween
 	@echo "gossip of observed state, three nodes on loopback:"
 	$(GO) test -count=1 -run 'TestGossipCostReport' -v ./cluster | grep -E 'backends \('
 
-# A static binary in an image FROM scratch; the build context is only the binary
-# and the example config, not the repository.
+# Two images FROM scratch, built locally from static binaries (no registry, no Go
+# in the image): gobetween (deploy/Dockerfile) and the demo backend
+# (deploy/Dockerfile.demo). The build context is only the binaries, the example
+# config and the empty directory that becomes the data volume.
 docker:
-	rm -rf $(BIN)/docker && mkdir -p $(BIN)/docker
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(BIN)/docker/gobetween $(PKG)
-	cp deploy/examples/gobetween.toml $(BIN)/docker/gobetween.toml
-	docker build -f deploy/Dockerfile -t $(DOCKER_IMAGE) $(BIN)/docker
+	rm -rf $(DOCKER_BUILD_DIR) && mkdir -p $(DOCKER_BUILD_DIR)/data
+	export CGO_ENABLED=0 GOOS=linux
+	$(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o $(DOCKER_BUILD_DIR)/gobetween $(PKG)
+	$(GO) build -trimpath -ldflags '-s -w' -o $(DOCKER_BUILD_DIR)/demo-backend ./deploy/demo
+	cp deploy/examples/gobetween.toml $(DOCKER_BUILD_DIR)/gobetween.toml
+	# The image runs as uid 65532: modes must not depend on the builder's umask.
+	chmod 0755 $(DOCKER_BUILD_DIR)/gobetween $(DOCKER_BUILD_DIR)/demo-backend $(DOCKER_BUILD_DIR)/data
+	chmod 0644 $(DOCKER_BUILD_DIR)/gobetween.toml
+	stamp=(--label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.revision=$(REVISION))
+	# The two builds are independent: run them side by side, wait for both.
+	docker build -q -f deploy/Dockerfile "$${stamp[@]}" -t $(DOCKER_IMAGE) -t $(DOCKER_REPO):latest $(DOCKER_BUILD_DIR) & gbt=$$!
+	docker build -q -f deploy/Dockerfile.demo "$${stamp[@]}" -t $(DOCKER_DEMO_IMAGE) -t $(DOCKER_REPO)-demo:latest $(DOCKER_BUILD_DIR) & demo=$$!
+	failed=0
+	wait $$gbt || failed=1
+	wait $$demo || failed=1
+	if ((failed)); then echo "docker build failed" >&2; exit 1; fi
+	echo "built $(DOCKER_IMAGE), $(DOCKER_DEMO_IMAGE) (and :latest); try: docker-compose -f deploy/compose/docker-compose.yml up"
 
 # Installs the Debian packages in PKGS that are missing (apt-get update once, first).
 # `make test` passes TEST_PKGS, `make bench` BENCH_PKGS; `make deps PKGS="a b"` works alone.
