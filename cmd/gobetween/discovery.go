@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobetween/gobetween/cluster"
@@ -23,17 +25,47 @@ func clusterScoped(clustered bool, d config.Discovery) bool {
 	return clustered && d.Kind != "static" && d.Scope != "node"
 }
 
+// fetchCounts counts, per server, the cluster-scope discovery fetches this node
+// made while it led: the fetch counters (metrics, stats) of a cluster-scope
+// discovery are those of the node that fetched, as for a node-scope one. Safe
+// for concurrent use; a nil *fetchCounts counts nothing.
+type fetchCounts struct {
+	mu sync.Mutex
+	m  map[string]*fetchCount
+}
+
+type fetchCount struct{ fetches, errors atomic.Uint64 }
+
+func newFetchCounts() *fetchCounts { return &fetchCounts{m: map[string]*fetchCount{}} }
+
+func (c *fetchCounts) of(server string) *fetchCount {
+	if c == nil {
+		return &fetchCount{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fc, ok := c.m[server]
+	if !ok {
+		fc = &fetchCount{}
+		c.m[server] = fc
+	}
+	return fc
+}
+
 // newDiscovery builds the discovery of one server for the proxy: a Source that
 // fetches here, or, for a cluster-scope discovery, the result the leader
 // stored in the log.
-func newDiscovery(logger *slog.Logger, registry *discovery.Registry, node *cluster.Node, clustered bool) func(string, config.Discovery) (proxy.Discoverer, error) {
+func newDiscovery(logger *slog.Logger, registry *discovery.Registry, node *cluster.Node, clustered bool, counts *fetchCounts) func(string, config.Discovery) (proxy.Discoverer, error) {
 	return func(server string, cfg config.Discovery) (proxy.Discoverer, error) {
 		p, err := registry.New(cfg)
 		if err != nil {
 			return nil, err
 		}
 		if clusterScoped(clustered, cfg) {
-			return logDiscoverer{node: node, server: server}, nil
+			// The proxy adds a replaced discoverer's counts to the server's, so
+			// this one reports only the fetches made after it was created.
+			fc := counts.of(server)
+			return logDiscoverer{node: node, server: server, count: fc, baseFetches: fc.fetches.Load(), baseErrors: fc.errors.Load()}, nil
 		}
 		return discovery.NewSource(cfg, p, logger.With("component", "discovery", "server", server)), nil
 	}
@@ -42,8 +74,10 @@ func newDiscovery(logger *slog.Logger, registry *discovery.Registry, node *clust
 // logDiscoverer delivers what the leader's discovery of one server stored in
 // the log (proxy.Discoverer).
 type logDiscoverer struct {
-	node   *cluster.Node
-	server string
+	node                    *cluster.Node
+	server                  string
+	count                   *fetchCount // this node's fetches as leader
+	baseFetches, baseErrors uint64      // count when the discoverer was made
 }
 
 func (d logDiscoverer) Run(ctx context.Context, update func([]config.Backend)) {
@@ -63,7 +97,8 @@ func (d logDiscoverer) Run(ctx context.Context, update func([]config.Backend)) {
 	}
 }
 
-// LastFetch implements proxy.FetchReporter with what the leader recorded.
+// LastFetch implements proxy.FetchReporter with what the leader recorded, and
+// the fetches this node made while it led.
 func (d logDiscoverer) LastFetch() (discovery.FetchResult, bool) {
 	r, ok := d.node.State().Discovered[d.server]
 	if !ok {
@@ -73,7 +108,12 @@ func (d logDiscoverer) LastFetch() (discovery.FetchResult, bool) {
 	if r.Error != "" {
 		err = errors.New(r.Error)
 	}
-	return discovery.FetchResult{At: r.Fetched, Backends: len(r.Backends), Err: err}, true
+	f := discovery.FetchResult{At: r.Fetched, Backends: len(r.Backends), Err: err}
+	if d.count != nil {
+		f.Fetches = d.count.fetches.Load() - d.baseFetches
+		f.Errors = d.count.errors.Load() - d.baseErrors
+	}
+	return f, true
 }
 
 // leaderDiscovery runs, on the leader only, the cluster-scope discoveries of
@@ -84,6 +124,7 @@ type leaderDiscovery struct {
 	node     *cluster.Node
 	registry *discovery.Registry
 	log      *slog.Logger
+	counts   *fetchCounts // nil: not counted
 	running  map[string]*leaderSource
 }
 
@@ -155,14 +196,29 @@ func (l *leaderDiscovery) start(ctx context.Context, name string, cfg config.Dis
 			log.Warn("cluster discovery: result not stored", "backends", len(list), "err", err)
 		}
 	}
+	fc := l.counts.of(name)
+	var counted discovery.FetchResult // the source's counts already added to fc
+	count := func(f discovery.FetchResult) {
+		fc.fetches.Add(f.Fetches - counted.Fetches)
+		fc.errors.Add(f.Errors - counted.Errors)
+		counted = f
+	}
 	go func() {
 		defer close(r.done)
 		stop := make(chan struct{})
-		defer close(stop)
+		polled := make(chan struct{})
+		defer func() {
+			close(stop)
+			<-polled
+			if f, ok := src.LastFetch(); ok {
+				count(f)
+			}
+		}()
 		// Source delivers lists only when they change; a failure, and the
 		// recovery from it, are recorded from its last fetch so that every
 		// node's stats show them.
 		go func() {
+			defer close(polled)
 			t := time.NewTicker(leaderPoll)
 			defer t.Stop()
 			for {
@@ -175,6 +231,7 @@ func (l *leaderDiscovery) start(ctx context.Context, name string, cfg config.Dis
 				if !ok {
 					continue
 				}
+				count(f)
 				msg := ""
 				if f.Err != nil {
 					msg = f.Err.Error()

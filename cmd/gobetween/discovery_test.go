@@ -75,18 +75,43 @@ func TestLeaderDiscoveryThroughTheLog(t *testing.T) {
 		}
 	}
 	put("50ms")
+	counts := newFetchCounts()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&leaderDiscovery{node: n, registry: reg, log: slog.New(slog.DiscardHandler)}).run(ctx)
+		(&leaderDiscovery{node: n, registry: reg, log: slog.New(slog.DiscardHandler), counts: counts}).run(ctx)
 	}()
 	defer func() { cancel(); <-done }()
 
 	got := make(chan []config.Backend, 16)
 	dctx, dcancel := context.WithCancel(t.Context())
 	defer dcancel()
-	go logDiscoverer{node: n, server: "web"}.Run(dctx, func(l []config.Backend) { got <- l })
+	d, err := newDiscovery(slog.New(slog.DiscardHandler), reg, n, true, counts)("web", config.Discovery{Kind: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld := d.(logDiscoverer)
+	go ld.Run(dctx, func(l []config.Backend) { got <- l })
+	// fetchesAtLeast waits until the leader has counted min fetches of web
+	// that the discoverer reports.
+	fetchesAtLeast := func(d logDiscoverer, min uint64) uint64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			f, ok := d.LastFetch()
+			if ok && f.Fetches >= min {
+				if f.Errors != 0 {
+					t.Fatalf("errors counted: %+v", f)
+				}
+				return f.Fetches
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fetches counted: %+v, %v; want at least %d", f, ok, min)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
 	want := func(what string, addrs ...string) {
 		t.Helper()
@@ -108,9 +133,19 @@ func TestLeaderDiscoveryThroughTheLog(t *testing.T) {
 	}
 	p.set("10.0.0.1:80", "10.0.0.2:80")
 	want("a change", "10.0.0.1:80", "10.0.0.2:80")
-	put("60ms") // a new definition restarts the discovery
+	before := fetchesAtLeast(ld, 3) // every 50ms, counted every leaderPoll
+	put("60ms")                     // a new definition restarts the discovery
 	p.set("10.0.0.3:80")
 	want("after a restart", "10.0.0.3:80")
+	// The count goes on across the restart of the leader's source; a
+	// discoverer made now (the proxy's, after a change) starts from zero.
+	fetchesAtLeast(ld, before+2)
+	later := counts.of("web")
+	fresh := logDiscoverer{node: n, server: "web", count: later, baseFetches: later.fetches.Load(), baseErrors: later.errors.Load()}
+	if f, _ := fresh.LastFetch(); f.Fetches > 1 {
+		t.Fatalf("a new discoverer reports %d earlier fetches", f.Fetches)
+	}
+	fetchesAtLeast(fresh, 2)
 	if _, err := n.Apply(t.Context(), cluster.Command{Type: cluster.DeleteServer, Name: "web"}); err != nil {
 		t.Fatal(err)
 	}

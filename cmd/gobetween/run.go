@@ -188,12 +188,13 @@ func run(opts options) int {
 		certs = acmeSvc
 	}
 	registry := discovery.NewRegistry()
+	fetched := newFetchCounts() // cluster-scope fetches this node made as leader
 	runtime := proxy.New(proxy.Options{
 		ACME:         certs,
 		NodeID:       node.ID(),
 		ServersHost:  serversHost,
 		Logger:       logger.With("component", "proxy"),
-		NewDiscovery: newDiscovery(logger, registry, node, clustered(cfg)),
+		NewDiscovery: newDiscovery(logger, registry, node, clustered(cfg), fetched),
 		NewMonitor:   newMonitor(logger),
 		NewBalancer:  balance.New,
 	})
@@ -205,7 +206,7 @@ func run(opts options) int {
 	go func() {
 		defer close(leadDone)
 		if clustered(cfg) {
-			(&leaderDiscovery{node: node, registry: registry, log: logger.With("component", "discovery")}).run(leadCtx)
+			(&leaderDiscovery{node: node, registry: registry, log: logger.With("component", "discovery"), counts: fetched}).run(leadCtx)
 		}
 	}()
 	// Observed state (health, connections, bytes/s) flows both ways between the
