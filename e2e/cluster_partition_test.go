@@ -147,12 +147,12 @@ func startBackendOn(t testing.TB, name, host string) *backend {
 
 // startNodeInNetns is startNodeWith for a process inside namespace ns
 // (`ip netns exec` replaces itself with gobetween, so the PID is gobetween's).
-func startNodeInNetns(t testing.TB, ns, cfg, dir string) *node {
+func startNodeInNetns(t testing.TB, ns, cfg, dir string, args ...string) *node {
 	t.Helper()
 	n := &node{t: t, dir: dir, done: make(chan struct{})}
 	n.cfgPath = filepath.Join(dir, "gobetween.toml")
 	writeFile(t, n.cfgPath, cfg)
-	n.cmd = exec.Command("ip", "netns", "exec", ns, binPath, "-c", n.cfgPath)
+	n.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, binPath, "-c", n.cfgPath}, args...)...)
 	n.cmd.Dir = dir
 	n.cmd.Env = os.Environ()
 	n.cmd.Stdout = &n.stdout

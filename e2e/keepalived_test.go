@@ -20,7 +20,8 @@ import (
 // through the VIP every 20 ms and an API client creates a server through the
 // VIP every 50 ms. Three times the holder's gobetween is SIGKILLed (its check
 // fails, keepalived enters FAULT, a backup takes the VIP) and restarted; once
-// it is stopped with SIGTERM (the same path, /health failing at once); once
+// it is stopped with SIGTERM (/health fails at once, --stop-grace keeps it
+// serving until the VIP has moved: no client refused); once
 // the holder's keepalived is stopped (a planned handover: no connection
 // refused); then the holder host is lost whole (its link down, keepalived and
 // gobetween killed: the backups' advert timer runs out). Each time the VIP
@@ -57,10 +58,24 @@ func TestKeepalivedVIPFailover(t *testing.T) {
 	dirs := [3]string{t.TempDir(), t.TempDir(), t.TempDir()}
 	apis := map[string]apiClient{}
 	byID := map[string]*node{}
+	// --stop-grace longer than keepalived needs to see /health fail (fall 2 x
+	// interval 1s) and hand the VIP over: a stopped node keeps serving until
+	// the VIP has left it.
+	const stopGrace = "3500ms"
 	start := func(i int) {
-		nodes[i] = startNodeInNetns(t, l.ns[i], vipNodeConfig(l, i, apiPort, gossip, raftPort), dirs[i])
+		nodes[i] = startNodeInNetns(t, l.ns[i], vipNodeConfig(l, i, apiPort, gossip, raftPort), dirs[i], "--stop-grace", stopGrace)
 		byID[nodeIDs[i]] = nodes[i]
 	}
+	// Stop the nodes at the end without the grace: a second signal ends it.
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if n != nil && !n.exited() {
+				_ = n.cmd.Process.Signal(syscall.SIGTERM)
+				time.Sleep(20 * time.Millisecond)
+				_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	})
 	for i := range 3 {
 		start(i)
 		apis[nodeIDs[i]] = newAPI(l.addr(i, apiPort))
@@ -244,8 +259,14 @@ func TestKeepalivedVIPFailover(t *testing.T) {
 			crash, crashWrites = append(crash, took), append(crashWrites, wtook)
 		} else {
 			var t0 time.Time
-			h, graceful, _ = failover("gobetween stopped (SIGTERM)", false, func(h int) { t0 = time.Now(); nodes[h].signal(syscall.SIGTERM) })
+			h, graceful, _ = failover("gobetween stopped (SIGTERM, --stop-grace)", false, func(h int) { t0 = time.Now(); nodes[h].signal(syscall.SIGTERM) })
 			gracefulFailed = len(traffic.failuresBetween(t0, t0.Add(graceful)))
+			// The stopped node kept accepting until the VIP had left it: no
+			// client was refused, at most a few SYNs went unanswered while
+			// the VIP moved.
+			if r := traffic.refusedBetween(t0, t0.Add(graceful)); len(r) > 0 {
+				t.Fatalf("SIGTERM with --stop-grace: %d connections refused: %+v", len(r), r)
+			}
 		}
 		// The VIP moved because the check failed: the old holder is in FAULT.
 		if kas[h].count("Entering FAULT STATE") == faults[h] {
@@ -253,7 +274,7 @@ func TestKeepalivedVIPFailover(t *testing.T) {
 		}
 		// Back: the restarted node passes /health and its keepalived leaves
 		// FAULT for BACKUP (nopreempt: the VIP stays where it is).
-		nodes[h].waitExit(5 * time.Second)
+		nodes[h].waitExit(10 * time.Second)
 		start(h)
 		eventually(t, 20*time.Second, fmt.Sprintf("n%d healthy after its restart", h+1), func() error {
 			nodes[h].requireRunning()
@@ -324,7 +345,7 @@ func TestKeepalivedVIPFailover(t *testing.T) {
 		param("ADVERT_INT"), param("CHECK_INTERVAL"), param("CHECK_FALL"), param("CHECK_RISE"))
 	t.Logf("failover, gobetween killed on the VIP holder (%d runs): median %v, max %v; API writes back: median %v, max %v",
 		len(crash), med.Round(time.Millisecond), maxD.Round(time.Millisecond), wmed.Round(time.Millisecond), wmax.Round(time.Millisecond))
-	t.Logf("failover, gobetween stopped by SIGTERM on the VIP holder: %v, %d client attempts failed", graceful.Round(time.Millisecond), gracefulFailed)
+	t.Logf("failover, gobetween stopped by SIGTERM (--stop-grace %s) on the VIP holder: %v, %d client attempts timed out, none refused", stopGrace, graceful.Round(time.Millisecond), gracefulFailed)
 	t.Logf("handover, keepalived stopped on the VIP holder: %v, %d client attempts timed out, none refused", handover.Round(time.Millisecond), handoverFailed)
 	t.Logf("failover, holder host lost: %v; API writes back after %v", hostTook.Round(time.Millisecond), hostWrites.Round(time.Millisecond))
 	t.Logf("writes: %d acknowledged of %d, all on the surviving nodes", len(acked), attempts)
