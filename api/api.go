@@ -208,7 +208,8 @@ const maxBodyBytes = 1 << 20
 
 // NewHandler returns the REST API router. Middlewares, outermost first: panic
 // recovery (so that even a panic in another middleware answers 500), CORS (a
-// preflight carries no credentials, so it must be answered before authentication),
+// preflight carries no credentials, so it must be answered before authentication)
+// or, without CORS, the refusal of cross-origin browser writes,
 // then basic authentication for every route except GET /ping and GET /health
 // (keepalived's check script carries no credentials).
 func NewHandler(opts Options) http.Handler {
@@ -217,6 +218,8 @@ func NewHandler(opts Options) http.Handler {
 	r.Use(recoverer(h.logger))
 	if opts.Config.Cors {
 		r.Use(cors)
+	} else {
+		r.Use(sameOriginWrites)
 	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")

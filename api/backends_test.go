@@ -143,3 +143,52 @@ func TestServerStatsWithStates(t *testing.T) {
 		}
 	})
 }
+
+// A browser's cross-origin write is refused before it reaches the store (a page
+// elsewhere must not drain a backend with the dashboard user's credentials);
+// same-origin writes, non-browser clients and reads pass; with cors = true the
+// API serves other origins as configured.
+func TestCrossOriginWrites(t *testing.T) {
+	const drain = "/servers/web/backends/127.0.0.1:8001/drain"
+	tests := []struct {
+		name   string
+		cors   bool
+		method string
+		header map[string]string
+		status int
+	}{
+		{"cross-site form post", false, http.MethodPost, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, http.StatusForbidden},
+		{"same-site other origin", false, http.MethodPost, map[string]string{"Sec-Fetch-Site": "same-site", "Origin": "https://other.example.com"}, http.StatusForbidden},
+		{"old browser, other Origin", false, http.MethodPost, map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden},
+		{"the dashboard itself", false, http.MethodPost, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "http://example.com"}, http.StatusOK},
+		{"old browser, same Origin", false, http.MethodPost, map[string]string{"Origin": "http://example.com"}, http.StatusOK},
+		{"typed in the address bar", false, http.MethodPost, map[string]string{"Sec-Fetch-Site": "none"}, http.StatusOK},
+		{"curl or the client", false, http.MethodPost, nil, http.StatusOK},
+		{"cross-site read", false, http.MethodGet, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, http.StatusMethodNotAllowed},
+		{"cors allows other origins", true, http.MethodPost, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://dash.example"}, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var f *fixture
+			if tt.cors {
+				f = newFixture(t, withCors)
+			} else {
+				f = newFixture(t)
+			}
+			rec := f.do(t, request{method: tt.method, path: drain, header: tt.header})
+			if tt.status != http.StatusOK {
+				errorBody(t, rec, tt.status)
+				if len(f.store.BackendStates("web")) != 0 {
+					t.Fatalf("a refused request reached the store: %v", f.store.BackendStates("web"))
+				}
+				return
+			}
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			if st := f.store.BackendStates("web"); st["127.0.0.1:8001"] != BackendDrain {
+				t.Fatalf("store states %v", st)
+			}
+		})
+	}
+}

@@ -111,3 +111,18 @@ func basicAuth(account config.ApiBasicAuth) func(http.Handler) http.Handler {
 		})
 	}
 }
+
+// sameOriginWrites refuses a browser's POST, PUT or DELETE sent from another
+// origin (Sec-Fetch-Site, else Origin against Host: net/http's
+// CrossOriginProtection). A browser that holds the API's basic-auth
+// credentials, as the dashboard's users do, sends them with any request to the
+// API, so without it a page elsewhere could drain a backend with a plain form.
+// Clients that are not browsers send neither header and pass. With [api] cors
+// the API is meant to be called from other origins, and this is not applied.
+func sameOriginWrites(next http.Handler) http.Handler {
+	p := http.NewCrossOriginProtection()
+	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: the API takes writes from its own origin only (set [api] cors = true to allow other origins)")
+	}))
+	return p.Handler(next)
+}
