@@ -164,7 +164,7 @@ func newStatsCollector(stats StatsSource, build BuildInfo) *statsCollector {
 		backendTxBytes:            d("backend_tx_bytes", "Bytes sent to the backend.", backend),
 		backendRxSecond:           d("backend_rx_second", "Bytes per second received from the backend.", backend),
 		backendTxSecond:           d("backend_tx_second", "Bytes per second sent to the backend.", backend),
-		backendLive:               d("backend_live", "1 if the backend is live (the cluster verdict: this node routes to it), else 0.", backend),
+		backendLive:               d("backend_live", "1 if the backend is healthy by the cluster verdict, else 0; a drained or disabled backend keeps its verdict (see the server stats state).", backend),
 		backendDialFailures:       d("backend_dial_failures_total", "Failed attempts to connect to the backend, also those failing for a reason of this host (no free port).", backend),
 		backendChecks: d("backend_health_checks_total", "Active health checks of the backend by this node, by result (pass or fail).",
 			[]string{"server", "host", "port", "result"}),

@@ -224,11 +224,15 @@ func TestDashboardWithoutServers(t *testing.T) {
 			noServers: !document.getElementById('no-servers').hidden,
 			cards: document.querySelectorAll('section[data-server]').length,
 			path: location.pathname,
+			health: document.querySelector('#members tbody tr') && document.querySelector('#members tbody tr').dataset.health,
+			single: document.getElementById('cluster-summary').textContent.startsWith('single node'),
 		})`)
 		if err != nil {
 			return err
 		}
-		want := map[string]any{"link": "live", "members": float64(1), "noServers": true, "cards": float64(0), "path": "/ui/"}
+		// A node without [cluster] has no gossip: shown as a single node in
+		// good health, not as a dead member.
+		want := map[string]any{"link": "live", "members": float64(1), "noServers": true, "cards": float64(0), "path": "/ui/", "health": "ok", "single": true}
 		for k, v := range want {
 			if state[k] != v {
 				return fmt.Errorf("%s = %v, want %v (page %v)", k, state[k], v, state)

@@ -154,9 +154,14 @@
     const members = c.members.slice().sort((a, b) => a.id.localeCompare(b.id));
     const alive = members.filter((m) => m.gossip === "alive").length;
     const voters = members.filter((m) => m.raft === "leader" || m.raft === "voter").length;
+    // A node without a [cluster] section has no gossip layer: one member,
+    // itself, with gossip "none"; that is a single node, not a dead one.
+    const single = !c.gossip && members.length <= 1;
     setText(
       $("cluster-summary"),
-      members.length + " members · " + alive + " alive · " + voters + " voters · " + (c.leader_id ? "leader " + c.leader_id : "no leader"),
+      single
+        ? "single node · " + (c.leader_id ? "leader " + c.leader_id : "no leader")
+        : members.length + " members · " + alive + " alive · " + voters + " voters · " + (c.leader_id ? "leader " + c.leader_id : "no leader"),
     );
     syncRows(table.tBodies[0], members, (m) => m.id, memberRow, (row, m) => updateMember(row, m, c));
   }
@@ -196,10 +201,17 @@
       late = ms > REPORT_LATE_MS;
       report = age(ms);
     }
-    const health = m.gossip !== "alive" ? (m.gossip === "suspect" ? "warn" : "bad") : late || !m.last_report ? "warn" : "ok";
+    let health;
+    if (m.gossip === "none" && !c.gossip && m.id === c.node_id) {
+      health = "ok"; // a single node: nothing to gossip with, nothing to report
+    } else if (m.gossip !== "alive") {
+      health = m.gossip === "suspect" ? "warn" : "bad";
+    } else {
+      health = late || !m.last_report ? "warn" : "ok";
+    }
     setData(row, "health", health);
     setData(r.dot, "health", health);
-    r.dot.title = health === "ok" ? "alive and reporting" : health === "warn" ? "alive, report late or missing" : m.gossip;
+    r.dot.title = m.gossip === "none" && health === "ok" ? "single node" : health === "ok" ? "alive and reporting" : health === "warn" ? "alive, report late or missing" : m.gossip;
     setText(r.id, m.id);
     const tags = [];
     if (m.id === c.node_id) tags.push("this node");

@@ -94,6 +94,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gobetween:", err)
 		os.Exit(2)
 	}
+	// Asked-for help goes to stdout (so that `gobetween --help | less` works);
+	// usage printed for a mistake goes to stderr.
+	if len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		fmt.Fprint(os.Stdout, usage)
+		return
+	}
 	opts, err := parseArgs(args, os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -152,6 +158,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 			o.command = "validate"
 			args = args[1:]
 		case "help":
+			if len(args) > 1 {
+				return o, fmt.Errorf("no help for %q: not a command (see gobetween help)", args[1])
+			}
 			fmt.Fprint(stderr, usage)
 			return o, flag.ErrHelp
 		default:

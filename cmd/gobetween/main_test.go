@@ -26,6 +26,7 @@ func TestParseArgs(t *testing.T) {
 		{"version", []string{"-v"}, options{command: "run", format: "toml", version: true}, ""},
 		{"stop grace", []string{"-c", "a.toml", "--stop-grace", "3s"}, options{command: "run", configPath: "a.toml", format: "toml", stopGrace: 3 * time.Second}, ""},
 		{"negative stop grace", []string{"-c", "a.toml", "--stop-grace", "-1s"}, options{}, "--stop-grace must not be negative"},
+		{"help for no command", []string{"help", "nosuch"}, options{}, `no help for "nosuch"`},
 		{"no config", []string{}, options{}, "no config file"},
 		{"bad format", []string{"-c", "a", "-f", "yaml"}, options{}, "--format must be toml or json"},
 		{"unknown command", []string{"from-nowhere", "x"}, options{}, `unknown command "from-nowhere"`},
