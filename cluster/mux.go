@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -25,7 +27,10 @@ const (
 // TLS handshake and send its header byte.
 const muxHeaderTimeout = 5 * time.Second
 
-var errMuxClosed = errors.New("cluster listener closed")
+var (
+	errMuxClosed  = errors.New("cluster listener closed")
+	errRaftClosed = errors.New("raft connections of the cluster port closed: the node is stopping")
+)
 
 // mux accepts connections on the cluster port (mutual TLS when configured) and
 // hands each to the sub-listener its first byte names. Each connection's
@@ -37,6 +42,23 @@ type mux struct {
 	cli  *tls.Config  // client side of mutual TLS; nil for plain TCP
 	log  *slog.Logger
 	subs map[byte]*subListener
+
+	// ctx ends at Close and cancels dials in progress; raftCtx, its child, ends
+	// at closeRaft, so that raft's dials to a peer whose host is gone (the
+	// connect neither succeeds nor fails until the transport's 10 s timeout)
+	// do not hold up raft's shutdown.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	raftCtx    context.Context
+	raftCancel context.CancelFunc
+
+	// The raft connections dialed and accepted, closed by closeRaft: an RPC
+	// waiting for the answer of a lost peer otherwise holds raft's shutdown
+	// until its deadline (10 s), and a follower installing a snapshot from a
+	// lost leader reads without one.
+	raftMu     sync.Mutex
+	raftConns  map[*raftConn]struct{}
+	raftClosed bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -69,11 +91,14 @@ func newMux(bind, advertise string, tc *tls.Config, lg *slog.Logger) (*mux, erro
 		}
 		adv = a
 	}
-	m := &mux{ln: ln, adv: adv, log: lg, closed: make(chan struct{}), subs: map[byte]*subListener{}}
+	m := &mux{ln: ln, adv: adv, log: lg, closed: make(chan struct{}), subs: map[byte]*subListener{}, raftConns: map[*raftConn]struct{}{}}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.raftCtx, m.raftCancel = context.WithCancel(m.ctx)
 	if tc != nil {
 		srv, cli, err := mutualTLS(tc)
 		if err != nil {
 			_ = ln.Close()
+			m.cancel()
 			return nil, err
 		}
 		m.ln = tls.NewListener(ln, srv)
@@ -137,16 +162,21 @@ func (m *mux) route(c net.Conn) {
 	}
 }
 
-// dial connects to a peer's cluster port and writes the header byte.
-func (m *mux) dial(addr string, header byte, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
+// dial connects to a peer's cluster port and writes the header byte. It gives
+// up at timeout, when ctx ends, or when the mux closes.
+func (m *mux) dial(ctx context.Context, addr string, header byte, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := context.AfterFunc(m.ctx, cancel)
+	defer stop()
+	d := &net.Dialer{}
 	var c net.Conn
 	var err error
 	if m.cli != nil {
 		td := &tls.Dialer{NetDialer: d, Config: m.cli}
-		c, err = td.Dial("tcp", addr)
+		c, err = td.DialContext(ctx, "tcp", addr)
 	} else {
-		c, err = d.Dial("tcp", addr)
+		c, err = d.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
 		return nil, err
@@ -160,14 +190,92 @@ func (m *mux) dial(addr string, header byte, timeout time.Duration) (net.Conn, e
 	return c, nil
 }
 
+// trackRaft registers a raft connection for closeRaft, or closes it when
+// closeRaft has run.
+func (m *mux) trackRaft(c net.Conn, accepted bool) (net.Conn, error) {
+	rc := &raftConn{Conn: c, m: m, accepted: accepted}
+	m.raftMu.Lock()
+	defer m.raftMu.Unlock()
+	if m.raftClosed {
+		_ = abortConn(c)
+		return nil, errRaftClosed
+	}
+	m.raftConns[rc] = struct{}{}
+	return rc, nil
+}
+
+// closeRaft cancels raft's dials in progress, makes new ones fail, and closes
+// every raft connection, so that raft's RPCs fail at once. Node.Close calls it
+// right after raft.Shutdown, which then completes without waiting for any
+// peer. Idempotent.
+func (m *mux) closeRaft() {
+	m.raftMu.Lock()
+	m.raftClosed = true
+	conns := m.raftConns
+	m.raftConns = map[*raftConn]struct{}{}
+	m.raftMu.Unlock()
+	m.raftCancel()
+	for rc := range conns {
+		_ = abortConn(rc.Conn)
+	}
+}
+
+// abortConn closes the TCP connection under c without TLS's close_notify,
+// whose write may block for 5 s on a connection whose peer stopped reading.
+func abortConn(c net.Conn) error {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	return c.Close()
+}
+
 func (m *mux) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
 		close(m.closed)
+		m.cancel()
+		m.closeRaft()
 		err = m.ln.Close()
 		m.wg.Wait()
 	})
 	return err
+}
+
+// raftConn is a raft connection that closeRaft can close. Once it has, the
+// connection's errors say so: raft logs the error of an RPC it sent, and logs
+// any error but io.EOF of a connection it accepted, which every follower
+// would otherwise do at each stop.
+type raftConn struct {
+	net.Conn
+	m        *mux
+	accepted bool
+}
+
+func (c *raftConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	return n, c.closedErr(err)
+}
+
+func (c *raftConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	return n, c.closedErr(err)
+}
+
+func (c *raftConn) closedErr(err error) error {
+	if err == nil || c.m.raftCtx.Err() == nil {
+		return err
+	}
+	if c.accepted {
+		return io.EOF
+	}
+	return errRaftClosed
+}
+
+func (c *raftConn) Close() error {
+	c.m.raftMu.Lock()
+	delete(c.m.raftConns, c)
+	c.m.raftMu.Unlock()
+	return c.Conn.Close()
 }
 
 // subListener is the net.Listener of one protocol on the shared port.
@@ -196,11 +304,34 @@ func (s *subListener) Close() error {
 
 func (s *subListener) Addr() net.Addr { return s.m.adv }
 
-// raftLayer is raft's StreamLayer on the shared port.
+// raftLayer is raft's StreamLayer on the shared port. Its connections, both
+// ways, are tracked for closeRaft.
 type raftLayer struct{ *subListener }
 
+func (l raftLayer) Accept() (net.Conn, error) {
+	for {
+		c, err := l.subListener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		// After closeRaft a connection is refused here, but Accept goes on
+		// until the transport closes the listener: an error would have it log
+		// and retry.
+		if rc, err := l.m.trackRaft(c, true); err == nil {
+			return rc, nil
+		}
+	}
+}
+
 func (l raftLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return l.m.dial(string(a), muxRaft, timeout)
+	c, err := l.m.dial(l.m.raftCtx, string(a), muxRaft, timeout)
+	if err != nil {
+		if l.m.raftCtx.Err() != nil {
+			return nil, fmt.Errorf("dial %s: %w", a, errRaftClosed)
+		}
+		return nil, err
+	}
+	return l.m.trackRaft(c, false)
 }
 
 // mutualTLS derives the server and client sides from the configured tls.Config:

@@ -218,8 +218,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	n.hasState.Store(has)
 	n.countLeaderChanges()
 	if mx != nil {
-		n.rpc = &rpcClient{dial: func(addr string, t time.Duration) (net.Conn, error) {
-			return mx.dial(addr, muxRPC, t)
+		n.rpc = &rpcClient{dial: func(ctx context.Context, addr string, t time.Duration) (net.Conn, error) {
+			return mx.dial(ctx, addr, muxRPC, t)
 		}, idle: map[string][]*rpcConn{}}
 		n.rpcSrv = &rpcServer{ln: mx.subs[muxRPC], handle: n.handleRPC, conns: map[net.Conn]struct{}{}}
 		n.rpcSrv.wg.Add(1)
@@ -367,8 +367,9 @@ func (n *Node) WaitForLeader(ctx context.Context) error {
 // SubscribeObserved channels receive nothing more), shuts gossip down without
 // leaving (peers see the node as dead, and it stays a Raft member: a restart
 // keeps the membership; call Leave first to leave for good), stops the cluster
-// port and raft, and closes the stores. A leader does not hand its leadership over
-// here: Leave does. Idempotent.
+// port and raft, and closes the stores. It does not wait for peers: raft's RPCs
+// in progress are cut off, so a lost peer does not hold it up. A leader does
+// not hand its leadership over here: Leave does. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.closed)
@@ -389,7 +390,17 @@ func (n *Node) Close() error {
 		if n.rpc != nil {
 			n.rpc.close()
 		}
-		errs = append(errs, n.raft.Shutdown().Error())
+		// raft.Shutdown waits for its replication and vote goroutines, which
+		// wait for their RPCs: to a peer whose host is gone, that is the
+		// transport's 10 s timeout. Once raft is told to stop, its connections
+		// are closed and its dials cancelled, so those RPCs fail at once; raft
+		// drops a failed RPC's result and, stopping, sends none again. The
+		// stores close only after Shutdown has returned.
+		fut := n.raft.Shutdown()
+		if n.mux != nil {
+			n.mux.closeRaft()
+		}
+		errs = append(errs, fut.Error())
 		for i := len(n.closer) - 1; i >= 0; i-- {
 			errs = append(errs, n.closer[i].Close())
 		}

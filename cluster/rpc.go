@@ -218,7 +218,7 @@ var errNotSent = errors.New("request not sent")
 
 // rpcClient keeps a few idle connections per peer.
 type rpcClient struct {
-	dial func(addr string, timeout time.Duration) (net.Conn, error)
+	dial func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error)
 
 	mu     sync.Mutex
 	idle   map[string][]*rpcConn
@@ -271,7 +271,7 @@ func (c *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rp
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, max(time.Until(d), time.Millisecond))
 	}
-	conn, err := c.dial(addr, timeout)
+	conn, err := c.dial(ctx, addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %w", errNotSent, addr, err)
 	}

@@ -82,9 +82,9 @@ func TestRPCPoolDropsClosedConnections(t *testing.T) {
 			}
 			defer cliMux.Close()
 			dials := 0
-			cli := &rpcClient{idle: map[string][]*rpcConn{}, dial: func(a string, d time.Duration) (net.Conn, error) {
+			cli := &rpcClient{idle: map[string][]*rpcConn{}, dial: func(ctx context.Context, a string, d time.Duration) (net.Conn, error) {
 				dials++
-				return cliMux.dial(a, muxRPC, d)
+				return cliMux.dial(ctx, a, muxRPC, d)
 			}}
 			defer cli.close()
 			ctx := context.Background()
