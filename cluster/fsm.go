@@ -20,13 +20,17 @@ type applyResult struct {
 }
 
 // fsm applies commands to an in-memory State. Raft calls Apply, Snapshot and
-// Restore from one goroutine; State and Subscribe may be called from any.
+// Restore from one goroutine, the start-up replay calls Apply before raft has
+// anything to apply; State and Subscribe may be called from any.
 //
 // Apply has no side effects beyond swapping the state pointer and a non-blocking
 // notify: it runs on every node and again on every restart (raft replays the log
 // after the latest snapshot), so anything else would happen twice.
 type fsm struct {
 	state atomic.Pointer[State]
+	// applyMu serialises Apply and Restore: besides raft's FSM goroutine, the
+	// replay of the local log at start (replayLocal) applies entries.
+	applyMu sync.Mutex
 
 	mu     sync.Mutex
 	nextID int
@@ -74,8 +78,17 @@ func (f *fsm) publish(s *State) {
 // Apply implements raft.FSM. It never panics: an entry that does not decode or
 // validate, or that a rule refuses, yields an applyResult with Err and leaves the
 // state as it was but for its Revision, which always becomes the entry's index.
+//
+// An entry at or below the state's revision was applied already, by the replay
+// of the local log at start, and is skipped: raft applies it again once it
+// learns the commit index, and every entry must change the state once.
 func (f *fsm) Apply(l *raft.Log) any {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
 	cur := f.state.Load()
+	if cur.Revision != 0 && l.Index <= cur.Revision {
+		return applyResult{Revision: cur.Revision}
+	}
 	next, res := apply(cur, l.Index, l.Data)
 	f.publish(next)
 	return res
@@ -250,6 +263,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
 	f.publish(s)
 	return nil
 }

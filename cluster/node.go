@@ -109,6 +109,8 @@ type Node struct {
 	fsm         *fsm
 	trans       raft.Transport
 	closer      []io.Closer // stores to close after raft shuts down
+	stable      raft.StableStore
+	recorded    uint64 // the applied index last written to stable (recordLoop, then Close)
 	log         *slog.Logger
 	mux         *mux          // nil with test stores
 	rpcSrv      *rpcServer    // nil without mux
@@ -210,8 +212,16 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		closeAll()
 		return nil, fmt.Errorf("open cluster node: %w", err)
 	}
+	// Raft has restored the latest snapshot; what this node applied after it
+	// is applied again from its own log now, so that the node serves its last
+	// state before any leader is heard from.
+	if replayed, err := replayLocal(f, st.logs, st.stable); err != nil {
+		lg.Warn("the local log was not replayed: the state is the latest snapshot's until a leader is heard from", "err", err, "replayed", replayed)
+	} else if replayed > 0 {
+		lg.Info("replayed the local log", "entries", replayed, "revision", f.State().Revision)
+	}
 	n := &Node{
-		id: o.NodeID, opts: o, raft: r, fsm: f, trans: st.trans, closer: closers, log: lg, mux: mx,
+		id: o.NodeID, opts: o, raft: r, fsm: f, trans: st.trans, closer: closers, log: lg, mux: mx, stable: st.stable,
 		nudge: make(chan struct{}, 1), tombs: map[string]time.Time{},
 		closed: make(chan struct{}),
 	}
@@ -243,6 +253,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	n.cancel = cancel
 	n.wg.Add(1)
 	go n.run(bg)
+	n.wg.Add(1)
+	go n.recordLoop(bg)
 	if n.obs != nil {
 		n.wg.Add(1)
 		go func() {
@@ -401,6 +413,9 @@ func (n *Node) Close() error {
 			n.mux.closeRaft()
 		}
 		errs = append(errs, fut.Error())
+		if _, err := recordApplied(n.fsm, n.stable, n.recorded); err != nil {
+			errs = append(errs, err)
+		}
 		for i := len(n.closer) - 1; i >= 0; i-- {
 			errs = append(errs, n.closer[i].Close())
 		}
@@ -484,4 +499,30 @@ func (n *Node) Barrier(ctx context.Context) error {
 		return ErrNotLeader
 	}
 	return n.raft.Barrier(timeoutOf(ctx)).Error()
+}
+
+// recordInterval is how often the applied index is written down for the
+// replay at the next start. A crash loses at most this much of it: the node
+// then replays a little less and catches up from the leader.
+const recordInterval = 250 * time.Millisecond
+
+// recordLoop writes the applied index to the stable store while the node runs
+// (Close writes the last one). Writing it in Apply would add a disk sync to
+// every commit.
+func (n *Node) recordLoop(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(recordInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rec, err := recordApplied(n.fsm, n.stable, n.recorded)
+		if err != nil {
+			n.log.Warn("recording the applied index", "err", err)
+		}
+		n.recorded = rec
+	}
 }

@@ -178,3 +178,42 @@ func TestClusterReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 	c.waitServingEverywhere(port, 10*time.Second, 0, 1, 2)
 	c.waitServingEverywhere(port2, 10*time.Second, 0, 1, 2)
 }
+
+// A node restarted while the rest of the cluster is down serves the servers it
+// served before, at once and without a leader, and /health says so: a VIP may
+// then rest on it (before, its state was empty until a leader appeared).
+func TestClusterNodeRestartedAloneServesItsLastState(t *testing.T) {
+	t.Parallel()
+	bs := startBackends(t, 1)
+	c := newTestCluster(t, "")
+	for i := range 3 {
+		c.start(i)
+	}
+	c.waitFormed(20*time.Second, 0, 1, 2)
+	port := freePort(t)
+	if code, body := c.api(0).mustDo(t, "POST", "/servers/web", postBody(":"+strconv.Itoa(port), bs[0].line())); code != 200 {
+		t.Fatalf("POST /servers/web: %d %s", code, body)
+	}
+	c.waitServingEverywhere(port, 5*time.Second, 0, 1, 2)
+	for i := range 3 {
+		c.nodes[i].signal(syscall.SIGTERM)
+	}
+	for i := range 3 {
+		c.nodes[i].waitExit(10 * time.Second)
+	}
+
+	c.start(1)
+	addr := c.host(1) + ":" + strconv.Itoa(port)
+	started := time.Now()
+	eventually(t, 5*time.Second, "n2 alone serves web", func() error {
+		_, err := who(addr)
+		return err
+	})
+	t.Logf("n2 alone serves its last state %v after its start", time.Since(started).Round(time.Millisecond))
+	if code, body, err := c.api(1).do("GET", "/health", ""); err != nil || code != 200 {
+		t.Fatalf("GET /health on n2 alone: %d %s %v", code, body, err)
+	}
+	if s, err := c.status(1); err != nil || s.LeaderID != "" || s.Revision == 0 {
+		t.Fatalf("n2 alone: %+v %v; want no leader and its last revision", s, err)
+	}
+}
