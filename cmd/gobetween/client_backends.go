@@ -72,6 +72,12 @@ func runBackends(action string, args []string, cio clientIO) error {
 	if _, _, err := net.SplitHostPort(backend); err != nil {
 		return usagef("BACKEND must be host:port as the server's stats name it (e.g. 10.0.0.1:80, [::1]:80), not %q", backend)
 	}
+	// The API keeps a state for a backend the server does not list now
+	// (discovery may bring it back), so a mistyped address is accepted: say
+	// so on stderr. An unknown server is the POST's 404 to report.
+	if listed, err := backendListed(ctx, api, server, backend); err == nil && !listed {
+		fmt.Fprintf(cio.stderr, "warning: server %q does not list %s now: the state is kept for when its discovery lists it (a typo? see gobetween servers show %s)\n", server, backend, server)
+	}
 	resp, err := api.do(ctx, http.MethodPost, serverPath(server, "backends", backend, action), nil, nil)
 	if err != nil {
 		return err
@@ -242,6 +248,22 @@ func drainState(ctx context.Context, api *apiClient, server, backend string, bas
 	return s, nil
 }
 
+// backendListed reports whether the server's stats list backend now.
+func backendListed(ctx context.Context, api *apiClient, server, backend string) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, drainRequestTimeout)
+	defer cancel()
+	var st statsView
+	if _, err := api.getJSON(rctx, serverPath(server, "stats"), &st); err != nil {
+		return false, err
+	}
+	for _, b := range st.Backends {
+		if b.address() == backend {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func errPath(err error) string {
 	var ae *apiError
 	if errors.As(err, &ae) {
@@ -322,7 +344,7 @@ func clusterJoin(args []string, cio clientIO) error {
 	}
 	resp, err := api.do(ctx, http.MethodPost, "/cluster/join", body, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w\n(join takes a member's gossip address, its [cluster] bind, default port 7946; the ADDRESS that gobetween cluster shows is its Raft address)", err)
 	}
 	if c.json() {
 		return writeRawJSON(cio.stdout, resp.body)
