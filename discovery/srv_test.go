@@ -93,12 +93,15 @@ func (d *dnsmasq) start(records []string) error {
 			return fmt.Errorf("dnsmasq exited (%v): %s", waitErr, out.String())
 		default:
 		}
-		c := &dns.Client{Net: "udp", Timeout: 100 * time.Millisecond}
+		// Ready when it answers over both transports the tests use.
 		q := new(dns.Msg)
 		q.SetQuestion("ready.invalid.", dns.TypeA)
-		if _, _, err := c.Exchange(q, d.addr()); err == nil {
+		_, _, errUDP := (&dns.Client{Net: "udp", Timeout: 100 * time.Millisecond}).Exchange(q, d.addr())
+		_, _, errTCP := (&dns.Client{Net: "tcp", Timeout: 100 * time.Millisecond}).Exchange(q, d.addr())
+		if errUDP == nil && errTCP == nil {
 			return nil
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	d.stop()
 	return fmt.Errorf("dnsmasq on port %d did not answer within 10s", d.port)
