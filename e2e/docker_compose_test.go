@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"io"
 	mrand "math/rand/v2"
 	"net"
@@ -236,13 +237,15 @@ func TestPackagingComposeCluster(t *testing.T) {
 
 	lbPorts := [3]int{freePort(t), freePort(t), freePort(t)}
 	apiPorts := [3]int{freePort(t), freePort(t), freePort(t)}
+	metricsPorts := [3]int{freePort(t), freePort(t), freePort(t)}
 	c := &pkgCompose{t: t, project: "gbt-e2e-pkg-" + run, env: []string{
 		"GOBETWEEN_IMAGE=" + image, "GOBETWEEN_DEMO_IMAGE=" + demo, "GOBETWEEN_SUBNET=" + pkgFreeSubnet(t),
 	}}
 	for i := range 3 {
 		c.env = append(c.env,
 			fmt.Sprintf("GOBETWEEN_N%d_PORT=%d", i+1, lbPorts[i]),
-			fmt.Sprintf("GOBETWEEN_N%d_API_PORT=%d", i+1, apiPorts[i]))
+			fmt.Sprintf("GOBETWEEN_N%d_API_PORT=%d", i+1, apiPorts[i]),
+			fmt.Sprintf("GOBETWEEN_N%d_METRICS_PORT=%d", i+1, metricsPorts[i]))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -313,6 +316,30 @@ func TestPackagingComposeCluster(t *testing.T) {
 			t.Errorf("container %s: user and read-only root = %q, want \"65532:65532 true\"", nodes[i], out)
 		}
 	}
+
+	// Prometheus reaches each node's metrics through the published port: one
+	// leader among the three, three alive gossip members seen by each.
+	eventually(t, 20*time.Second, "metrics of the three nodes", func() error {
+		leaders := 0.0
+		for i := range 3 {
+			fams, err := metricsScrape("127.0.0.1:" + strconv.Itoa(metricsPorts[i]))
+			if err != nil {
+				return fmt.Errorf("%s: %v", nodes[i], err)
+			}
+			v, err := metricsFind(fams, "gobetween_cluster_raft_state", dto.MetricType_GAUGE, map[string]string{"state": "leader"})
+			if err != nil {
+				return fmt.Errorf("%s: %v", nodes[i], err)
+			}
+			leaders += v
+			if alive, err := metricsFind(fams, "gobetween_cluster_gossip_members", dto.MetricType_GAUGE, map[string]string{"state": "alive"}); err != nil || alive != 3 {
+				return fmt.Errorf("%s: gossip members alive %v, %v; want 3", nodes[i], alive, err)
+			}
+		}
+		if leaders != 1 {
+			return fmt.Errorf("%v nodes report being leader, want 1", leaders)
+		}
+		return nil
+	})
 
 	traffic := make([]*pkgTraffic, 3)
 	var phase atomic.Int32

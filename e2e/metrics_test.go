@@ -512,3 +512,28 @@ func TestMetricsCluster(t *testing.T) {
 		eventually(t, 15*time.Second, "prometheus answers "+q.expr, func() error { return prom.expectOne(q.expr, q.want) })
 	}
 }
+
+// The shipped Prometheus config (deploy/prometheus) is valid for the Prometheus
+// the tests run, and scrapes the metrics binds of the shipped demo cluster.
+func TestMetricsShippedPrometheusConfig(t *testing.T) {
+	t.Parallel()
+	const cfg = "../deploy/prometheus/prometheus.yml"
+	out, err := exec.Command("promtool", "check", "config", cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config %s (Debian prometheus, installed by make test): %v\n%s", cfg, err, out)
+	}
+	text, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		node, err := os.ReadFile(fmt.Sprintf("../deploy/examples/cluster/n%d.toml", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bind := fmt.Sprintf("127.0.0.%d:9284", i)
+		if !strings.Contains(string(node), `bind = "`+bind+`"`) || !strings.Contains(string(text), `"`+bind+`"`) {
+			t.Errorf("n%d: [metrics] bind %s should be in both n%d.toml and %s", i, bind, i, cfg)
+		}
+	}
+}
