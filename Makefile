@@ -116,6 +116,10 @@ cluster: $(BIN)/gobetween $(BIN)/demo-backend
 	  curl -s 127.0.0.2:8888/cluster                                     # members, leader, revision
 	  curl -s -X POST 127.0.0.3:8888/servers/web2 -d '{"bind":":3001","discovery":{"kind":"static","static_list":["127.0.0.1:8002"]}}'
 	  curl 127.0.0.1:3001                                                # the write on n3 serves on every node
+	  bin/gobetween servers --api 127.0.0.2:8888                         # the client: servers, backends, cluster
+	  bin/gobetween backends drain demo 127.0.0.1:8001 --wait            # drain, wait until no connection is left
+	  http://127.0.0.1:8888/ui/                                          # the live dashboard (any node)
+	  curl -s 127.0.0.1:9284/metrics; prometheus --config.file=deploy/prometheus/prometheus.yml
 	Ctrl-C stops the cluster and the demo backends.
 	TRY
 	wait
