@@ -123,6 +123,9 @@ type statsCollector struct {
 	backendClusterActive      *prometheus.Desc
 	backendClusterRxSecond    *prometheus.Desc
 	backendClusterTxSecond    *prometheus.Desc
+	backendAdminState         *prometheus.Desc
+	serverUDPDropped          *prometheus.Desc
+	serverUDPEvicted          *prometheus.Desc
 }
 
 func newStatsCollector(stats StatsSource, build BuildInfo) *statsCollector {
@@ -165,7 +168,11 @@ func newStatsCollector(stats StatsSource, build BuildInfo) *statsCollector {
 		backendRxSecond:           d("backend_rx_second", "Bytes per second received from the backend.", backend),
 		backendTxSecond:           d("backend_tx_second", "Bytes per second sent to the backend.", backend),
 		backendLive:               d("backend_live", "1 if the backend is healthy by the cluster verdict, else 0; a drained or disabled backend keeps its verdict (see the server stats state).", backend),
-		backendDialFailures:       d("backend_dial_failures_total", "Failed attempts to connect to the backend, also those failing for a reason of this host (no free port).", backend),
+		backendAdminState: d("backend_admin_state", "1 for the backend's administrative state (enabled, draining, disabled; set through the API or the client), 0 for the others.",
+			append(append([]string{}, backend...), "state")),
+		serverUDPDropped:    d("server_udp_dropped_datagrams_total", "Datagrams a udp server dropped: a send that would block, a session still dialing its backend, a reply that could not be sent.", server),
+		serverUDPEvicted:    d("server_udp_evicted_sessions_total", "Sessions a udp server ended to make room in its full session table.", server),
+		backendDialFailures: d("backend_dial_failures_total", "Failed attempts to connect to the backend, also those failing for a reason of this host (no free port).", backend),
 		backendChecks: d("backend_health_checks_total", "Active health checks of the backend by this node, by result (pass or fail).",
 			[]string{"server", "host", "port", "result"}),
 		backendClusterHealthy:  d("backend_cluster_healthy", "1 if the cluster verdict (healthcheck.cluster_verdict over the live nodes' checks) finds the backend healthy, else 0.", backend),
@@ -184,7 +191,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.discoveryFetches, c.discoveryFetchErrors, c.discoveryLastSuccess, c.discoveryLastFetch, c.discoveryBackends,
 		c.backendActiveConnections, c.backendRefusedConnections, c.backendTotalConnections,
 		c.backendRxBytes, c.backendTxBytes, c.backendRxSecond, c.backendTxSecond, c.backendLive,
-		c.backendDialFailures, c.backendChecks,
+		c.backendDialFailures, c.backendChecks, c.backendAdminState, c.serverUDPDropped, c.serverUDPEvicted,
 		c.backendClusterHealthy, c.backendClusterActive, c.backendClusterRxSecond, c.backendClusterTxSecond,
 	} {
 		ch <- d
@@ -260,6 +267,10 @@ func (c *statsCollector) collectServer(e emitter, name string, st proxy.ServerSt
 	for _, r := range refusalReasons(st.Refusals) {
 		e.emit(c.serverRefusedByReason, counter, float64(r.n), name, r.reason)
 	}
+	if u := st.UDP; u != nil {
+		e.emit(c.serverUDPDropped, counter, float64(u.Dropped), name)
+		e.emit(c.serverUDPEvicted, counter, float64(u.Evicted), name)
+	}
 	h := st.CheckLatency
 	if h.Buckets != nil {
 		e.histogram(c.serverCheckDuration, h.Count, h.Sum, h.Buckets, name)
@@ -297,5 +308,16 @@ func (c *statsCollector) collectServer(e emitter, name string, st proxy.ServerSt
 		e.emit(c.backendClusterActive, gauge, float64(s.Cluster.ActiveConnections), name, host, port)
 		e.emit(c.backendClusterRxSecond, gauge, float64(s.Cluster.RxSecond), name, host, port)
 		e.emit(c.backendClusterTxSecond, gauge, float64(s.Cluster.TxSecond), name, host, port)
+		for _, st := range adminStates {
+			e.emit(c.backendAdminState, gauge, boolValue(s.State == st.api), name, host, port, st.label)
+		}
 	}
+}
+
+// adminStates are the values of gobetween_backend_admin_state's state label,
+// from the stats' state (the API's action names; "" is in rotation).
+var adminStates = []struct{ api, label string }{
+	{"", "enabled"},
+	{BackendDrain, "draining"},
+	{BackendDisable, "disabled"},
 }

@@ -219,6 +219,8 @@ func fullStats() proxy.ServerStats {
 	b := &st.Backends[0].Stats
 	b.DialFailures, b.ChecksPassed, b.ChecksFailed = 8, 11, 2
 	b.Cluster = proxy.BackendCluster{ActiveConnections: 12, RxSecond: 70, TxSecond: 30, Healthy: true, Policy: "majority"}
+	st.Backends[1].Stats.State = BackendDrain
+	st.UDP = &proxy.UDPStats{Dropped: 13, Evicted: 14}
 	return st
 }
 
@@ -233,6 +235,9 @@ func TestMetricsAdditions(t *testing.T) {
 	b2 := map[string]string{"server": "web", "host": "::1", "port": "8002"}
 	check := func(b map[string]string, result string) map[string]string {
 		return map[string]string{"server": b["server"], "host": b["host"], "port": b["port"], "result": result}
+	}
+	state := func(b map[string]string, st string) map[string]string {
+		return map[string]string{"server": b["server"], "host": b["host"], "port": b["port"], "state": st}
 	}
 	tests := []struct {
 		name   string
@@ -262,6 +267,13 @@ func TestMetricsAdditions(t *testing.T) {
 		{"gobetween_backend_cluster_active_connections", gauge, b1, 12},
 		{"gobetween_backend_cluster_rx_second", gauge, b1, 70},
 		{"gobetween_backend_cluster_tx_second", gauge, b1, 30},
+		{"gobetween_backend_admin_state", gauge, state(b1, "enabled"), 1},
+		{"gobetween_backend_admin_state", gauge, state(b1, "draining"), 0},
+		{"gobetween_backend_admin_state", gauge, state(b2, "draining"), 1},
+		{"gobetween_backend_admin_state", gauge, state(b2, "enabled"), 0},
+		{"gobetween_backend_admin_state", gauge, state(b2, "disabled"), 0},
+		{"gobetween_server_udp_dropped_datagrams_total", counter, web, 13},
+		{"gobetween_server_udp_evicted_sessions_total", counter, web, 14},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -296,6 +308,11 @@ func TestMetricsAdditions(t *testing.T) {
 		}
 		if refused := value(t, families, "gobetween_server_refused_connections", counter, web); sum != refused {
 			t.Fatalf("reasons sum to %v, refused_connections %v", sum, refused)
+		}
+	})
+	t.Run("no udp series for a tcp server", func(t *testing.T) {
+		if m := findSeries(families, "gobetween_server_udp_dropped_datagrams_total", map[string]string{"server": "api"}); m != nil {
+			t.Fatalf("udp series for a tcp server: %v", m)
 		}
 	})
 	t.Run("no discovery series without a discovery that reports", func(t *testing.T) {

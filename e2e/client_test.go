@@ -244,8 +244,8 @@ bind = %q
 		{"credentials as flags", nil, with("--user", "admin", "--password", "s3cret", "servers"), 0, "web", ""},
 		{"credentials in the URL", nil, []string{"servers", "show", "web", "--api", "https://admin:s3cret@" + apiAddr, "--ca", ca.path}, 0, "BACKEND", ""},
 		{"the API and credentials from the environment", append(creds, "GOBETWEEN_API="+url), []string{"servers", "--insecure"}, 0, "web", ""},
-		{"an unknown certificate authority", creds, []string{"servers", "--api", url}, 1, "", "certificate"},
-		{"plain HTTP to a TLS listener", creds, []string{"servers", "--api", "http://" + apiAddr}, 1, "", "400 Bad Request"},
+		{"an unknown certificate authority", creds, []string{"servers", "--api", url}, 1, "", "--ca FILE names the CA that signed it"},
+		{"plain HTTP to a TLS listener", creds, []string{"servers", "--api", "http://" + apiAddr}, 1, "", "give --api https://"},
 		{"health needs no credentials", nil, with("health"), 0, `"status": "ok"`, ""},
 		{"health ignores GOBETWEEN", []string{`GOBETWEEN=["-c","/etc/gobetween/gobetween.toml"]`}, with("health"), 0, `"status": "ok"`, ""},
 	}

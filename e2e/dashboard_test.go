@@ -176,6 +176,14 @@ func TestDashboard(t *testing.T) {
 		}
 		return nil
 	})
+	// The members that went away are flagged on the summary line.
+	eventually(t, 15*time.Second, "n1's page flags the cluster as degraded", func() error {
+		degraded, err := dashEval[string](n1, `document.getElementById('cluster-summary').dataset.degraded`)
+		if err != nil || degraded != "true" {
+			return fmt.Errorf("cluster-summary data-degraded = %q (%v)", degraded, err)
+		}
+		return nil
+	})
 	n1.markKept()
 	if ex := append(n1.exceptions(), n3.exceptions()...); len(ex) > 0 {
 		t.Errorf("uncaught exceptions in the pages:\n%s", strings.Join(ex, "\n"))

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -443,5 +445,58 @@ func TestVIPHealthChecks(t *testing.T) {
 	vipHealthIs(t, c.api(2), "removed n3 fails membership", "membership", "")
 	for _, i := range []int{0, 1} {
 		vipHealthIs(t, c.api(i), fmt.Sprintf("n%d still healthy", i+1), "", "")
+	}
+}
+
+// The shipped check script against an API on HTTPS: it passes with the CA in
+// GOBETWEEN_HEALTH_CA or with GOBETWEEN_HEALTH_INSECURE=1, and fails without
+// either (an unverified certificate), or when the node stops.
+func TestVIPCheckScriptTLS(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "curl")
+	ca := newTestCA(t)
+	other := newTestCA(t)
+	certPath, keyPath, _ := ca.issue("api", "gobetween.example", "127.0.0.1")
+	apiAddr := freeAddr(t)
+	n := startNode(t, fmt.Sprintf("[api]\nenabled = true\nbind = %q\n\n  [api.tls]\n  cert_path = %q\n  key_path = %q\n", apiAddr, certPath, keyPath))
+	url := "https://" + apiAddr + "/health"
+	check := func(env ...string) (int, string) {
+		cmd := exec.Command("sh", vipShippedCheck, url)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0, string(out)
+		case errors.As(err, &ee):
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatalf("run %s: %v", vipShippedCheck, err)
+		return -1, ""
+	}
+	eventually(t, 15*time.Second, "the check passes with the CA", func() error {
+		if code, out := check("GOBETWEEN_HEALTH_CA=" + ca.path); code != 0 {
+			return fmt.Errorf("exit %d: %s", code, out)
+		}
+		return nil
+	})
+	tests := []struct {
+		name string
+		env  []string
+		want int
+	}{
+		{"the CA", []string{"GOBETWEEN_HEALTH_CA=" + ca.path}, 0},
+		{"verification skipped", []string{"GOBETWEEN_HEALTH_INSECURE=1"}, 0},
+		{"neither: the certificate is not trusted", nil, 1},
+		{"another CA", []string{"GOBETWEEN_HEALTH_CA=" + other.path}, 1},
+	}
+	for _, tt := range tests {
+		if code, out := check(tt.env...); code != tt.want {
+			t.Errorf("%s: exit %d, want %d: %s", tt.name, code, tt.want, out)
+		}
+	}
+	n.signal(syscall.SIGTERM)
+	if code, out := check("GOBETWEEN_HEALTH_CA=" + ca.path); code != 1 {
+		t.Errorf("after SIGTERM: exit %d, want 1: %s", code, out)
 	}
 }

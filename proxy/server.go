@@ -468,7 +468,12 @@ func (s *server) loop() {
 // stats reads the counters; bind is the listening address, read by the caller
 // under Runtime.mu.
 func (s *server) stats(bind string) ServerStats {
+	var udp *UDPStats
+	if s.udp.settings.Load() != nil {
+		udp = &UDPStats{Dropped: s.udp.dropped.Load(), Evicted: s.udp.evicted.Load()}
+	}
 	return ServerStats{
+		UDP:                udp,
 		ActiveConnections:  s.active.Load(),
 		TotalConnections:   s.total.Load(),
 		RefusedConnections: s.refused.Load(),

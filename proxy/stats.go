@@ -29,6 +29,18 @@ type ServerStats struct {
 	// CheckLatency is the duration of the server's active health checks, of
 	// every backend. For metrics.
 	CheckLatency Histogram `json:"-"`
+	// UDP counts what a udp server lost; nil for a tcp or tls server. For
+	// metrics.
+	UDP *UDPStats `json:"-"`
+}
+
+// UDPStats counts what a UDP server's relay lost since the server started.
+type UDPStats struct {
+	// Dropped datagrams: a send that would block, a session still dialing its
+	// backend, a reply that could not be sent.
+	Dropped uint64
+	// Evicted sessions: ended to make room in a full session table.
+	Evicted uint64
 }
 
 // Refusals counts a server's refused clients by reason. Every reason but

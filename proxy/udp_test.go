@@ -253,6 +253,9 @@ func TestUDPSessionCap(t *testing.T) {
 	if ev := h.server("u").udp.evicted.Load(); ev != clients-limit {
 		t.Errorf("evicted %d, want %d", ev, clients-limit)
 	}
+	if u := h.stats("u").UDP; u == nil || u.Evicted != clients-limit {
+		t.Errorf("stats UDP = %+v, want %d evicted", u, clients-limit)
+	}
 	waitFor(t, 5*time.Second, "active = cap", func() bool { return h.stats("u").ActiveConnections == limit })
 	if b := backendStatsOf(h.stats("u"), be.target()); b.ActiveConnections != limit || b.TotalConnections != clients {
 		t.Errorf("backend active/total %d/%d, want %d/%d", b.ActiveConnections, b.TotalConnections, limit, clients)

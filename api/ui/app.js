@@ -157,6 +157,8 @@
     // A node without a [cluster] section has no gossip layer: one member,
     // itself, with gossip "none"; that is a single node, not a dead one.
     const single = !c.gossip && members.length <= 1;
+    // A member that is not alive is worth the operator's eye on every node.
+    setData($("cluster-summary"), "degraded", !single && alive < members.length);
     setText(
       $("cluster-summary"),
       single
@@ -303,7 +305,8 @@
       ["protocol", s.protocol],
       ["balance", s.balance],
       ["discovery", s.discovery],
-      ["healthcheck", s.healthcheck ? s.healthcheck + (policy ? " · " + policy : "") : ""],
+      // The verdict policy means something only with a health check.
+      ["healthcheck", s.healthcheck ? s.healthcheck + (policy && s.healthcheck !== "none" ? " · " + policy : "") : ""],
       ["origin", s.origin ? s.origin + (s.revision ? " @" + s.revision : "") : ""],
     ].filter((c) => c[1]);
     syncRows(

@@ -381,6 +381,9 @@ func (e *apiError) Error() string {
 	if e.status == http.StatusUnauthorized {
 		b.WriteString("\n  (give --user and --password, or set GOBETWEEN_USER and GOBETWEEN_PASSWORD)")
 	}
+	if e.status == http.StatusBadRequest && strings.Contains(e.msg, "HTTP request to an HTTPS server") {
+		b.WriteString("\n  (the API uses TLS: give --api https://HOST:PORT, with --ca FILE or --insecure)")
+	}
 	return b.String()
 }
 
@@ -419,6 +422,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, hd
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("%s %s: no answer within --timeout", method, u.Redacted())
+		}
+		var unknownCA x509.UnknownAuthorityError
+		var badHost x509.HostnameError
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid) {
+			return nil, fmt.Errorf("%s %s: %w\n  (the API's certificate is not trusted: --ca FILE names the CA that signed it, --insecure skips the check)", method, u.Redacted(), err)
 		}
 		return nil, fmt.Errorf("%s %s: %w\n  (is a gobetween node with [api] enabled there? --api or GOBETWEEN_API names the node)", method, u.Redacted(), err)
 	}
