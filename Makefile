@@ -100,6 +100,14 @@ cluster: $(BIN)/gobetween $(BIN)/demo-backend
 	  $(BIN)/demo-backend -listen "$$addr" &
 	  pids+=($$!)
 	done
+	# The nodes' first health checks should find the backends up.
+	for addr in $(DEMO_ADDRS); do
+	  host=$${addr%:*} port=$${addr##*:}
+	  for _ in $$(seq 50); do
+	    (exec 3<>"/dev/tcp/$$host/$$port") 2>/dev/null && break
+	    sleep 0.1
+	  done
+	done
 	for i in 1 2 3; do
 	  $(BIN)/gobetween -c deploy/examples/cluster/n$$i.toml > gobetween-data/n$$i.log 2>&1 &
 	  pids+=($$!)
