@@ -155,7 +155,7 @@ func TestClientDrivesCluster(t *testing.T) {
 	if afterClose > 6*time.Second {
 		t.Errorf("drain --wait took %v after the last connection closed; want a few report intervals", afterClose)
 	}
-	cliEventually(t, 5*time.Second, "n2 shows the drain", cmd(1, "servers", "show", "web"), cliRow(drained.addr, "drain", "yes"))
+	cliEventually(t, 5*time.Second, "n2 shows the drain", cmd(1, "servers", "show", "web"), cliRow(drained.addr, "draining", "yes"))
 	cliEventually(t, 5*time.Second, "n1 lists one backend in rotation", cmd(0, "servers"), cliRow("web", bind, "tcp", "roundrobin", "1/2"))
 
 	cliMust(t, cmd(2, "backends", "enable", "web", drained.addr), "backend "+drained.addr+` of server "web": enable (revision `)

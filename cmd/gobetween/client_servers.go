@@ -79,6 +79,18 @@ func (b backendView) state() string {
 	return "enabled"
 }
 
+// stateWord names an administrative state as the dashboard and the metrics
+// do: enabled, draining, disabled.
+func stateWord(s string) string {
+	switch s {
+	case "drain":
+		return "draining"
+	case "disable":
+		return "disabled"
+	}
+	return s
+}
+
 // inRotation: new connections may go to the backend.
 func (b backendView) inRotation() bool { return b.Stats.Live && b.state() == "enabled" }
 
@@ -285,7 +297,7 @@ func printServer(w io.Writer, name string, def config.Server, meta metaView, st 
 	listed := map[string]bool{}
 	for _, b := range st.Backends {
 		listed[b.address()] = true
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\n", b.address(), b.state(), yesNo(b.Stats.Live),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\n", b.address(), stateWord(b.state()), yesNo(b.Stats.Live),
 			nodeVerdicts(b.Stats.Cluster.Nodes), b.Stats.ActiveConnections, b.Stats.Cluster.ActiveConnections,
 			humanBytes(b.Stats.RxSecond), humanBytes(b.Stats.TxSecond), b.Stats.TotalConnections, b.Stats.RefusedConnections)
 	}
@@ -300,7 +312,7 @@ func printServer(w io.Writer, name string, def config.Server, meta metaView, st 
 	}
 	sort.Strings(unlisted)
 	for _, addr := range unlisted {
-		fmt.Fprintf(tw, "%s\t%s (not listed)\t-\t-\t-\t-\t-\t-\t-\t-\n", addr, meta.BackendStates[addr])
+		fmt.Fprintf(tw, "%s\t%s (not listed)\t-\t-\t-\t-\t-\t-\t-\t-\n", addr, stateWord(meta.BackendStates[addr]))
 	}
 	return tw.Flush()
 }
