@@ -123,7 +123,7 @@ func (n *Node) forwardApply(ctx context.Context, addr string, c *Command) (rev u
 		if err := n.waitApplied(ctx, resp.Index); err != nil {
 			return resp.Revision, false, err
 		}
-		n.applyLatency.observe(time.Since(start))
+		n.applyLatency.Observe(time.Since(start))
 	}
 	return resp.Revision, false, rerr
 }
@@ -164,7 +164,7 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (index, rev uint64, 
 		return 0, 0, err
 	}
 	// Committed and applied here, also when the FSM refused the command.
-	n.applyLatency.observe(time.Since(start))
+	n.applyLatency.Observe(time.Since(start))
 	res, ok := fut.Response().(applyResult)
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: unexpected apply response %T", ErrUnavailable, fut.Response())

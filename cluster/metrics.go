@@ -1,10 +1,11 @@
 package cluster
 
 import (
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/gobetween/gobetween/internal/latency"
 )
 
 // NodeMetrics is a snapshot of this node's Raft and gossip state, for metrics.
@@ -50,14 +51,9 @@ var RaftStates = []string{"leader", "follower", "candidate", "shutdown"}
 // GossipStates are the keys of NodeMetrics.Gossip.
 var GossipStates = []string{GossipAlive, GossipSuspect, GossipDead, GossipLeft}
 
-// Histogram is a snapshot of a latency histogram in seconds: Buckets maps
-// each upper bound to the count of observations at or below it (cumulative),
-// as Prometheus wants it.
-type Histogram struct {
-	Count   uint64
-	Sum     float64
-	Buckets map[float64]uint64
-}
+// Histogram is a snapshot of a latency histogram in seconds (cumulative
+// buckets, as Prometheus wants them).
+type Histogram = latency.Snapshot
 
 // Metrics returns a snapshot of this node's Raft and gossip state. It takes
 // no lock a write waits for; safe for concurrent use, also after Close.
@@ -72,7 +68,7 @@ func (n *Node) Metrics() NodeMetrics {
 		AppliedIndex:  n.raft.AppliedIndex(),
 		Leader:        leader,
 		LeaderChanges: n.leaderChanges.Load(),
-		Apply:         n.applyLatency.snapshot(),
+		Apply:         n.applyLatency.Snapshot(),
 	}
 	if m.State != "leader" {
 		m.LastContact = n.raft.LastContact()
@@ -119,43 +115,4 @@ func (n *Node) countLeaderChanges() {
 		}
 		return false
 	}))
-}
-
-// latencyBounds are the upper bounds, in seconds, of the apply latency
-// histogram: a write commits in about a millisecond on one node and within
-// the apply timeout (5 s) otherwise.
-var latencyBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-
-// latencyHistogram counts durations into latencyBounds. Writes are rare, so
-// a mutex is cheap enough.
-type latencyHistogram struct {
-	mu     sync.Mutex
-	counts [len(latencyBounds) + 1]uint64 // per bucket, the last one above every bound
-	sum    float64
-}
-
-func (h *latencyHistogram) observe(d time.Duration) {
-	v := d.Seconds()
-	i := 0
-	for i < len(latencyBounds) && v > latencyBounds[i] {
-		i++
-	}
-	h.mu.Lock()
-	h.counts[i]++
-	h.sum += v
-	h.mu.Unlock()
-}
-
-// snapshot returns the histogram with cumulative bucket counts.
-func (h *latencyHistogram) snapshot() Histogram {
-	h.mu.Lock()
-	counts, sum := h.counts, h.sum
-	h.mu.Unlock()
-	out := Histogram{Sum: sum, Buckets: make(map[float64]uint64, len(latencyBounds))}
-	for i, b := range latencyBounds {
-		out.Count += counts[i]
-		out.Buckets[b] = out.Count
-	}
-	out.Count += counts[len(latencyBounds)]
-	return out
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/gobetween/gobetween/internal/latency"
 )
 
 // Errors of Node. Errors of the FSM rules (ErrExists, …) are in command.go.
@@ -127,7 +129,7 @@ type Node struct {
 
 	// For Metrics: leaders learned of, and the latency of committed writes.
 	leaderChanges atomic.Uint64
-	applyLatency  latencyHistogram
+	applyLatency  latency.Histogram
 
 	mu    sync.Mutex
 	tombs map[string]time.Time // members removed by Remove, not re-added for a while

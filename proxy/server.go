@@ -15,6 +15,7 @@ import (
 	"github.com/gobetween/gobetween/balance"
 	"github.com/gobetween/gobetween/config"
 	"github.com/gobetween/gobetween/discovery"
+	"github.com/gobetween/gobetween/internal/latency"
 )
 
 const (
@@ -49,7 +50,7 @@ type server struct {
 	// the server ran before the current one, so that a restart of discovery
 	// does not reset them.
 	discFetches, discErrors atomic.Uint64
-	checkLatency            latencyHistogram
+	checkLatency            latency.Histogram
 
 	lastRefusalLog atomic.Int64 // unix nanoseconds of the last refusal logged
 
@@ -485,7 +486,7 @@ func (s *server) stats(bind string) ServerStats {
 		Bind:               bind,
 		Discovery:          s.lastFetch(),
 		Refusals:           s.refusals(),
-		CheckLatency:       s.checkLatency.snapshot(),
+		CheckLatency:       s.checkLatency.Snapshot(),
 	}
 }
 
@@ -573,7 +574,7 @@ func (s *server) refusals() Refusals {
 
 // recordCheck counts one active health check of t (the monitor's OnCheck).
 func (s *server) recordCheck(t config.Target, passed bool, took time.Duration) {
-	s.checkLatency.observe(took)
+	s.checkLatency.Observe(took)
 	s.pool.recordCheck(t.Address(), passed)
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/gobetween/gobetween/config"
+	"github.com/gobetween/gobetween/internal/latency"
 )
 
 // ServerStats is GET /servers/{name}/stats, in gobetween 0.8's shape. rx is bytes
@@ -57,14 +58,9 @@ type Refusals struct {
 	Access int64
 }
 
-// Histogram is a snapshot of a latency histogram in seconds: Buckets maps
-// each upper bound to the count of observations at or below it (cumulative),
-// as Prometheus wants it.
-type Histogram struct {
-	Count   uint64
-	Sum     float64
-	Buckets map[float64]uint64
-}
+// Histogram is a snapshot of a latency histogram in seconds (cumulative
+// buckets, as Prometheus wants them).
+type Histogram = latency.Snapshot
 
 // DiscoveryStats is the last fetch of a server's discovery. A zero Fetched
 // means no fetch has completed yet.
