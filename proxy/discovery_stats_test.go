@@ -28,22 +28,7 @@ func (p *flipProvider) Fetch(context.Context) ([]config.Backend, error) {
 // A server's stats show how its discovery's last fetch went: when, how many
 // backends, and the error of a failed one.
 func TestStatsShowLastDiscoveryFetch(t *testing.T) {
-	be := startBackend(t, echo)
-	b, err := config.ParseBackend(be.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flipProvider{list: []config.Backend{b}}
-	tw := newTwins()
-	opts := tw.options(slog.New(slog.DiscardHandler))
-	opts.NewDiscovery = func(_ string, cfg config.Discovery) (Discoverer, error) {
-		return discovery.NewSource(cfg, p, nil), nil
-	}
-	h := &harness{t: t, rt: New(opts), tw: tw}
-	t.Cleanup(func() { h.rt.Shutdown(context.Background()) })
-	cfg := serverCfg([]string{be.addr()})
-	cfg.Discovery = &config.Discovery{Kind: "fake", Failpolicy: "keeplast", Interval: config.Dur(20 * time.Millisecond), Timeout: config.Dur(time.Second)}
-	h.start("web", cfg)
+	h, p, _ := startFlipDiscovery(t, 20*time.Millisecond)
 
 	stats := func() DiscoveryStats {
 		st, ok := h.rt.Stats("web")
@@ -60,4 +45,28 @@ func TestStatsShowLastDiscoveryFetch(t *testing.T) {
 		t.Fatalf("after a failed fetch: %+v", stats())
 	}
 	mustRelay(t, dial(t, h.addr("web")), "keeplast keeps the backend")
+}
+
+// startFlipDiscovery starts server "web" whose discovery, polled every
+// interval, lists one echo backend from a flipProvider the test can make fail;
+// it returns the server's definition too.
+func startFlipDiscovery(t *testing.T, interval time.Duration) (*harness, *flipProvider, config.Server) {
+	t.Helper()
+	be := startBackend(t, echo)
+	b, err := config.ParseBackend(be.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &flipProvider{list: []config.Backend{b}}
+	tw := newTwins()
+	opts := tw.options(slog.New(slog.DiscardHandler))
+	opts.NewDiscovery = func(_ string, cfg config.Discovery) (Discoverer, error) {
+		return discovery.NewSource(cfg, p, nil), nil
+	}
+	h := &harness{t: t, rt: New(opts), tw: tw}
+	t.Cleanup(func() { h.rt.Shutdown(context.Background()) })
+	cfg := serverCfg([]string{be.addr()})
+	cfg.Discovery = &config.Discovery{Kind: "fake", Failpolicy: "keeplast", Interval: config.Dur(interval), Timeout: config.Dur(time.Second)}
+	h.start("web", cfg)
+	return h, p, cfg
 }

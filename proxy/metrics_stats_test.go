@@ -3,14 +3,12 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gobetween/gobetween/config"
-	"github.com/gobetween/gobetween/discovery"
 )
 
 // closedByProxy dials addr and waits until the proxy closes the connection
@@ -163,22 +161,7 @@ func TestHealthCheckCounts(t *testing.T) {
 // A server's discovery counts every fetch and every failed one, and a restart
 // of its discovery (a changed interval) does not reset them.
 func TestDiscoveryFetchCounts(t *testing.T) {
-	be := startBackend(t, echo)
-	b, err := config.ParseBackend(be.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flipProvider{list: []config.Backend{b}}
-	tw := newTwins()
-	opts := tw.options(slog.New(slog.DiscardHandler))
-	opts.NewDiscovery = func(_ string, cfg config.Discovery) (Discoverer, error) {
-		return discovery.NewSource(cfg, p, nil), nil
-	}
-	h := &harness{t: t, rt: New(opts), tw: tw}
-	t.Cleanup(func() { h.rt.Shutdown(context.Background()) })
-	cfg := serverCfg([]string{be.addr()})
-	cfg.Discovery = &config.Discovery{Kind: "fake", Failpolicy: "keeplast", Interval: config.Dur(10 * time.Millisecond), Timeout: config.Dur(time.Second)}
-	h.start("web", cfg)
+	h, p, cfg := startFlipDiscovery(t, 10*time.Millisecond)
 
 	disc := func() DiscoveryStats { return *h.stats("web").Discovery }
 	waitFor(t, 5*time.Second, "3 fetches", func() bool { return disc().Fetches >= 3 })
